@@ -1,0 +1,250 @@
+"""Inputs and targets: validation, normalization, synthetic sets and the sets scikit-learn ships.
+
+Nothing here downloads: every dataset is generated from an explicit PRNG key or read from the files that
+scikit-learn installs with itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+__all__ = [
+    "Dataset",
+    "DATASETS",
+    "NORMALIZATIONS",
+    "check_inputs",
+    "check_targets",
+    "enable_float64",
+    "float64_enabled",
+    "load",
+    "normalize",
+    "sphere",
+    "circle",
+    "gaussian_clusters",
+    "teacher_targets",
+]
+
+
+def enable_float64() -> None:
+    """Turn on JAX's 64-bit mode (``jax_enable_x64``); ntkhom's CLI does this before any computation."""
+    jax.config.update("jax_enable_x64", True)
+
+
+def float64_enabled() -> bool:
+    return bool(jax.config.jax_enable_x64)
+
+
+def check_inputs(x, name: str = "x", *, allow_1d: bool = False) -> jax.Array:
+    """Return ``x`` as a 2-D float JAX array (n, d), or raise ``ValueError`` naming what is wrong.
+
+    Refuses empty arrays, non-finite entries (NaN, inf) and wrong ranks. Warns when float64 data would be
+    silently rounded to float32 because JAX's 64-bit mode is off.
+    """
+    array = np.asarray(x) if not isinstance(x, jax.Array) else x
+    if array.ndim == 1 and allow_1d:
+        array = array[:, None]
+    if array.ndim != 2:
+        raise ValueError(f"{name} must be a 2-D array (n samples, d features), got shape {tuple(array.shape)}")
+    if array.shape[0] == 0 or array.shape[1] == 0:
+        raise ValueError(f"{name} must have at least one sample and one feature, got shape {tuple(array.shape)}")
+    if not jnp.issubdtype(array.dtype, jnp.floating):
+        array = array.astype(np.float64 if float64_enabled() else np.float32)
+    if array.dtype == np.float64 and not float64_enabled() and not isinstance(array, jax.Array):
+        warnings.warn(
+            f"{name} is float64 but JAX's 64-bit mode is off, so it is computed in float32; "
+            "call ntkhom.enable_float64() first for float64 kernels",
+            stacklevel=3,
+        )
+    array = jnp.asarray(array)
+    if not bool(jnp.all(jnp.isfinite(array))):
+        bad = int(jnp.sum(~jnp.isfinite(array)))
+        raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf)")
+    return array
+
+
+def check_targets(y, n: int, name: str = "y") -> jax.Array:
+    """Targets as an (n, k) array matching n inputs; refuses NaN/inf and a sample-count mismatch."""
+    y = check_inputs(y, name, allow_1d=True)
+    if y.shape[0] != n:
+        raise ValueError(f"{name} has {y.shape[0]} rows but the inputs have {n} samples")
+    return y
+
+
+NORMALIZATIONS = ("none", "sphere", "standardize", "standardize+sphere")
+
+
+def normalize(x, how: str = "sphere"):
+    """Input normalization: ``"sphere"`` scales each row to unit norm (the NTK theory's setting),
+    ``"standardize"`` centres and scales each feature, ``"standardize+sphere"`` does both, ``"none"`` keeps x."""
+    if how not in NORMALIZATIONS:
+        raise ValueError(f"unknown normalization {how!r}; known: {', '.join(NORMALIZATIONS)}")
+    x = jnp.asarray(x)
+    if how.startswith("standardize"):
+        scale = jnp.std(x, axis=0)
+        x = (x - jnp.mean(x, axis=0)) / jnp.where(scale > 0, scale, 1.0)
+    if how.endswith("sphere"):
+        norms = jnp.linalg.norm(x, axis=1, keepdims=True)
+        if bool(jnp.any(norms == 0)):
+            raise ValueError("cannot project a zero input onto the unit sphere")
+        x = x / norms
+    return x
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """Inputs ``x`` (n, d), targets ``y`` (n, k), and a held-out split when one was asked for."""
+
+    name: str
+    x: jax.Array
+    y: jax.Array
+    x_test: jax.Array | None = None
+    y_test: jax.Array | None = None
+    task: str = "regression"  # or "classification" (y one-hot)
+
+    @property
+    def n(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def d(self) -> int:
+        return int(self.x.shape[1])
+
+
+def _dtype():
+    return jnp.float64 if float64_enabled() else jnp.float32
+
+
+def _check_size(n: int, d: int) -> None:
+    if int(n) < 1 or int(d) < 1:
+        raise ValueError(f"need n >= 1 and d >= 1, got n = {n}, d = {d}")
+
+
+def sphere(key, n: int, d: int) -> jax.Array:
+    """n points uniform on the unit sphere S^{d-1}, shape (n, d)."""
+    _check_size(n, d)
+    x = jax.random.normal(key, (n, d), _dtype())
+    return x / jnp.linalg.norm(x, axis=1, keepdims=True)
+
+
+def circle(key, n: int, random_angles: bool = True) -> jax.Array:
+    """The circle embedding (cos t, sin t, 1) / sqrt 2 (unit norm, d = 3); t uniform or evenly spaced."""
+    _check_size(n, 3)
+    if random_angles:
+        t = jax.random.uniform(key, (n,), _dtype(), 0.0, 2 * math.pi)
+    else:
+        t = jnp.linspace(0.0, 2 * math.pi, n, endpoint=False, dtype=_dtype())
+    return jnp.stack([jnp.cos(t), jnp.sin(t), jnp.ones_like(t)], axis=1) / math.sqrt(2.0)
+
+
+def gaussian_clusters(key, n: int, d: int, clusters: int = 4, spread: float = 0.3):
+    """n points from ``clusters`` Gaussian blobs with centres on the unit sphere; returns (x, labels)."""
+    _check_size(n, d)
+    if clusters < 1:
+        raise ValueError(f"clusters must be >= 1, got {clusters}")
+    k_centre, k_label, k_noise = jax.random.split(key, 3)
+    centres = sphere(k_centre, clusters, d)
+    labels = jax.random.randint(k_label, (n,), 0, clusters)
+    x = centres[labels] + spread / math.sqrt(d) * jax.random.normal(k_noise, (n, d), _dtype())
+    return x, labels
+
+
+def teacher_targets(key, x, width: int = 32, s: float = 1.0) -> jax.Array:
+    """Targets y = teacher(x) from a random two-layer ReLU-type network, normalised to unit RMS, (n, 1)."""
+    from ntkhom.activations import homotopy
+
+    k_w, k_a = jax.random.split(key)
+    w = jax.random.normal(k_w, (x.shape[1], width), x.dtype)
+    a = jax.random.normal(k_a, (width, 1), x.dtype)
+    y = homotopy(x @ w, s) @ a
+    return y / jnp.sqrt(jnp.mean(y**2))
+
+
+_SKLEARN_REGRESSION = ("diabetes", "friedman1")
+_SKLEARN_CLASSIFICATION = ("breast_cancer", "wine", "digits", "iris", "moons")
+DATASETS = ("sphere", "circle", "clusters") + _SKLEARN_REGRESSION + _SKLEARN_CLASSIFICATION
+
+
+def _one_hot(labels, classes: int):
+    return jax.nn.one_hot(jnp.asarray(labels), classes, dtype=_dtype())
+
+
+def _sklearn(name: str, n: int | None, seed: int):
+    import sklearn.datasets as skd
+
+    if name == "diabetes":
+        x, y = skd.load_diabetes(return_X_y=True)
+    elif name == "friedman1":
+        x, y = skd.make_friedman1(n_samples=n or 500, n_features=10, noise=0.5, random_state=seed)
+    elif name == "breast_cancer":
+        x, y = skd.load_breast_cancer(return_X_y=True)
+    elif name == "wine":
+        x, y = skd.load_wine(return_X_y=True)
+    elif name == "digits":
+        x, y = skd.load_digits(return_X_y=True)
+    elif name == "iris":
+        x, y = skd.load_iris(return_X_y=True)
+    elif name == "moons":
+        x, y = skd.make_moons(n_samples=n or 1000, noise=0.1, random_state=seed)
+    else:  # pragma: no cover - guarded by load()
+        raise AssertionError(name)
+    return np.asarray(x, np.float64), np.asarray(y)
+
+
+def load(
+    name: str,
+    key=None,
+    *,
+    n: int | None = None,
+    d: int = 8,
+    normalization: str = "sphere",
+    test_fraction: float = 0.0,
+    seed: int = 0,
+) -> Dataset:
+    """A dataset by name (one of :data:`DATASETS`), normalised, optionally split into train and test.
+
+    Synthetic sets (``sphere``, ``circle``, ``clusters``) use ``key`` (default ``PRNGKey(seed)``) and get
+    teacher-network regression targets. scikit-learn sets are read from the package (no download);
+    ``n`` subsamples them (deterministically from ``seed``). Regression targets are standardised;
+    classification targets are one-hot.
+    """
+    if name not in DATASETS:
+        raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
+    if not 0.0 <= test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    key = jax.random.PRNGKey(seed) if key is None else key
+    k_data, k_target, k_split = jax.random.split(key, 3)
+    task = "regression"
+    if name == "sphere":
+        x = sphere(k_data, n or 64, d)
+        y = teacher_targets(k_target, x)
+    elif name == "circle":
+        x = circle(k_data, n or 64)
+        y = teacher_targets(k_target, x)
+    elif name == "clusters":
+        x, _ = gaussian_clusters(k_data, n or 64, d)
+        y = teacher_targets(k_target, normalize(x, "sphere"))
+    else:
+        x_np, y_np = _sklearn(name, n, seed)
+        if n is not None and n < x_np.shape[0]:
+            keep = np.random.default_rng(seed).choice(x_np.shape[0], size=n, replace=False)
+            x_np, y_np = x_np[keep], y_np[keep]
+        x = jnp.asarray(x_np, _dtype())
+        if name in _SKLEARN_CLASSIFICATION:
+            task = "classification"
+            y = _one_hot(y_np.astype(int), int(y_np.max()) + 1)
+        else:
+            y = jnp.asarray((y_np - y_np.mean()) / y_np.std(), _dtype())[:, None]
+    x = normalize(x, normalization)
+    x = check_inputs(x, f"{name} inputs")
+    if test_fraction == 0.0:
+        return Dataset(name, x, y, task=task)
+    order = jax.random.permutation(k_split, x.shape[0])
+    n_test = max(1, int(round(test_fraction * x.shape[0])))
+    test, train = order[:n_test], order[n_test:]
+    return Dataset(name, x[train], y[train], x[test], y[test], task=task)
