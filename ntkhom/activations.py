@@ -14,6 +14,7 @@ numerical kernel (Gauss-Hermite quadrature, ``stax.ElementwiseNumerical``).
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import warnings
 from collections.abc import Callable
@@ -71,6 +72,7 @@ def _piecewise_linear(name: str, a: float, b: float) -> Phi:
     )
 
 
+@functools.lru_cache(maxsize=64)
 def leaky_relu(alpha: float = 0.01) -> Phi:
     """phi(x) = max(x, 0) + alpha min(x, 0)."""
     alpha = float(alpha)
@@ -91,6 +93,8 @@ def _elementwise_grad(fn):
     return derivative
 
 
+# Cached, so equal names give the same Phi object: models with equal settings are equal and hash alike, and
+# jit caches keyed on them are reused.
 _PHIS: dict[str, Callable[[], Phi]] = {
     "relu": lambda: _piecewise_linear("relu", 0.0, 1.0),
     "leaky_relu": leaky_relu,
@@ -103,12 +107,17 @@ _PHIS: dict[str, Callable[[], Phi]] = {
 PHI_NAMES = tuple(_PHIS)
 
 
+@functools.lru_cache(maxsize=None)
+def _phi_by_name(name: str) -> Phi:
+    return _PHIS[name]()
+
+
 def as_phi(phi: str | Phi) -> Phi:
     """A :class:`Phi` from a name in :data:`PHI_NAMES` (``"leaky_relu"`` uses alpha = 0.01) or a Phi."""
     if isinstance(phi, Phi):
         return phi
     if isinstance(phi, str) and phi in _PHIS:
-        return _PHIS[phi]()
+        return _phi_by_name(phi)
     raise ValueError(f"unknown activation {phi!r}; known: {', '.join(PHI_NAMES)} (or pass an ntkhom Phi)")
 
 
