@@ -107,7 +107,7 @@ _PHIS: dict[str, Callable[[], Phi]] = {
 PHI_NAMES = tuple(_PHIS)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _phi_by_name(name: str) -> Phi:
     return _PHIS[name]()
 
