@@ -122,8 +122,12 @@ def _block_width(n_rows: int, width: int, itemsize: int, block_width: int | None
             raise ValueError(f"block_width must be positive, got {block_width}")
         return min(int(block_width), width)
     # Six (n x block) temporaries live at once (z, sigma and sigma' for both sides).
-    fitting = DEFAULT_BLOCK_BYTES // max(1, 6 * n_rows * itemsize)
-    return int(max(128, min(width, fitting)))
+    fitting = max(128, DEFAULT_BLOCK_BYTES // max(1, 6 * n_rows * itemsize))
+    if fitting >= width:
+        return int(width)
+    # Equal blocks, each a multiple of 128 columns: the zero padding of the last block stays small.
+    blocks = -(-width // fitting)
+    return int(min(width, 128 * -(-width // (128 * blocks))))
 
 
 def _two_layer_constants(model: HomotopyMLP, d: int, width: int):
@@ -133,97 +137,132 @@ def _two_layer_constants(model: HomotopyMLP, d: int, width: int):
     return c1, b1_std, c2, b2_std
 
 
-@functools.partial(jax.jit, static_argnames=("model", "block", "degree"))
-def _two_layer_blocks(model, W, b, a, x1, x2, s, block, degree):
-    """Sum over width blocks of the hidden- and output-layer kernel products.
+def _symmetric_tiles(n_rows: int) -> int:
+    # K(X, X) is symmetric: with T row tiles only the tiles on and above the diagonal are multiplied,
+    # (T + 1) / (2 T) of the flops. Tiles of fewer than ~256 rows make matrix products inefficient.
+    return int(max(1, min(4, n_rows // 256)))
 
-    degree 0: the kernel at ``s`` (two products per block). degree 2: the three coefficient matrices of
-    K(s) (six products per block). Returns (hidden, output), each of shape (terms, n1, n2).
+
+@functools.partial(jax.jit, static_argnames=("model", "block", "degree", "tiles", "output_bias"))
+def _two_layer_blocks(model, W, b, a, x1, x2, s, block, degree, tiles=1, output_bias=False):
+    """The two-layer kernel from sums over width blocks of the hidden- and output-layer products.
+
+    degree 0: the kernel at ``s`` (one product per block and trained layer), shape (n1, n2). degree 2: the
+    three coefficient matrices of K(s) (three products per block and layer), shape (3, n1, n2). With
+    ``x2`` None and ``tiles`` > 1, rows are cut into ``tiles`` tiles, only the upper block triangle is
+    multiplied and the result is mirrored (every term is symmetric when x2 = x1). One jitted call, so the
+    n1 x n2 elementwise assembly is fused instead of dispatched op by op.
     """
     d, width = W.shape
-    c1, b1_std, c2, _ = _two_layer_constants(model, d, width)
+    dtype = W.dtype
+    c1, b1_std, c2, b2_std = _two_layer_constants(model, d, width)
     phi = model.phi
+    gram = (c1**2) * (x1 @ (x1 if x2 is None else x2).T)
+    if b is not None:
+        gram = gram + b1_std**2
     blocks = -(-width // block)
     pad = blocks * block - width
-    mask = jnp.concatenate([jnp.ones(width, W.dtype), jnp.zeros(pad, W.dtype)]).reshape(blocks, block)
+    # Zero-padded columns have a = 0 and mask = 0, so they add nothing to any product.
+    mask = jnp.concatenate([jnp.ones(width, dtype), jnp.zeros(pad, dtype)]).reshape(blocks, block)
     W = jnp.pad(W, ((0, 0), (0, pad))).reshape(d, blocks, block).transpose(1, 0, 2)
     a = jnp.pad(a, (0, pad)).reshape(blocks, block)
     b = None if b is None else jnp.pad(b, (0, pad)).reshape(blocks, block)
     trained_output = model.trained == "all"
+    # Python-float constants stay weakly typed, so float32 inputs stay float32 under x64 too.
+    c1 = jnp.asarray(c1, dtype)
+    s = jnp.asarray(s, dtype)
+    symmetric = x2 is None and tiles > 1
 
     def features(x, Wb, bb, ab, mb):
-        z = c1 * (x @ Wb)
+        z = (x * c1) @ Wb
         if bb is not None:
             z = z + b1_std * bb
-        # sigma_s' = 1 + s (phi' - 1), sigma_s = z + s (phi - z): their s^0 and s^1 parts.
-        slope0 = jnp.broadcast_to(ab * mb, z.shape)
-        slope1 = ab * mb * (phi.derivative(z) - 1.0)
-        value0 = z * mb
-        value1 = (phi.fn(z) - z) * mb
-        return slope0, slope1, value0, value1
+        derivative = phi.derivative(z)
+        am = ab * mb
+        if degree == 0:
+            # sigma_s' = 1 + s (phi' - 1), sigma_s = z + s (phi - z), combined once per block.
+            slope = am * (1 - s + s * derivative)
+            value = (z + s * (phi.fn(z) - z)) * mb if trained_output else None
+            return (slope,), (value,)
+        # Their s^0 and s^1 parts, for the three coefficient matrices.
+        slope0 = jnp.broadcast_to(am, z.shape)
+        slope1 = am * (derivative - 1)
+        if not trained_output:
+            return (slope0, slope1), None
+        return (slope0, slope1), (z * mb, (phi.fn(z) - z) * mb)
 
     def products(p, q):
         if degree == 0:
-            return (p[0] + s * p[1]) @ (q[0] + s * q[1]).T
+            return p[0] @ q[0].T
         k0 = p[0] @ q[0].T
         k1 = jnp.concatenate([p[0], p[1]], axis=1) @ jnp.concatenate([q[1], q[0]], axis=1).T
         k2 = p[1] @ q[1].T
         return jnp.stack([k0, k1, k2])
 
+    n1 = x1.shape[0]
+    n2 = n1 if x2 is None else x2.shape[0]
+    tile = -(-n1 // tiles)
+    starts = list(range(0, n1, tile))
+
+    def accumulate(total, p, q):
+        if not symmetric:
+            return total + products(p, q)
+        for start in starts:
+            rows = slice(start, start + tile)
+            piece = products(tuple(v[rows] for v in p), tuple(v[start:] for v in q))
+            total = total.at[..., rows, start:].add(piece)
+        return total
+
     def body(carry, blk):
         hidden, output = carry
         Wb, ab, mb = blk[0], blk[1], blk[2]
         bb = blk[3] if b is not None else None
-        f1 = features(x1, Wb, bb, ab, mb)
-        f2 = f1 if x2 is None else features(x2, Wb, bb, ab, mb)
-        hidden = hidden + products(f1[:2], f2[:2])
+        slopes1, values1 = features(x1, Wb, bb, ab, mb)
+        slopes2, values2 = (slopes1, values1) if x2 is None else features(x2, Wb, bb, ab, mb)
+        hidden = accumulate(hidden, slopes1, slopes2)
         if trained_output:
-            output = output + products(f1[2:], f2[2:])
+            output = accumulate(output, values1, values2)
         return (hidden, output), None
 
-    n2 = x1.shape[0] if x2 is None else x2.shape[0]
-    terms = 1 if degree == 0 else 3
-    zeros = jnp.zeros((terms, x1.shape[0], n2), W.dtype)
+    shape = (n1, n2) if degree == 0 else (3, n1, n2)
+    zeros = jnp.zeros(shape, dtype)
     xs = (W, a, mask) if b is None else (W, a, mask, b)
-    if degree == 0:
-        zeros = zeros[0]
     (hidden, output), _ = jax.lax.scan(body, (zeros, zeros), xs)
-    return hidden, output
+    if symmetric:
+        tile_index = jnp.arange(n1) // tile
+        upper = tile_index[:, None] <= tile_index[None, :]
+        hidden = jnp.where(upper, hidden, jnp.swapaxes(hidden, -1, -2))
+        output = jnp.where(upper, output, jnp.swapaxes(output, -1, -2))
+    kernel = c2**2 * hidden * gram
+    if trained_output:
+        kernel = kernel + c2**2 * output
+        if output_bias:
+            bias = b2_std**2
+            kernel = kernel + (bias if degree == 0 else jnp.array([1.0, 0.0, 0.0], dtype)[:, None, None] * bias)
+    return kernel
 
 
 def _two_layer_assemble(model, params, x1, x2, s, degree, block_width, block_rows):
     W = params[0]["W"]
     b = params[0].get("b")
     a = params[1]["W"][:, 0]
-    d, width = W.shape
-    c1, b1_std, c2, b2_std = _two_layer_constants(model, d, width)
+    width = W.shape[1]
     x2_eff = x1 if x2 is None else x2
     block = _block_width(max(x1.shape[0], x2_eff.shape[0]), width, W.dtype.itemsize, block_width)
     rows = x1.shape[0] if block_rows is None else int(block_rows)
     if rows <= 0:
         raise ValueError(f"block_rows must be positive, got {block_rows}")
     s_value = jnp.asarray(0.0 if s is None else s, W.dtype)
+    output_bias = "b" in params[1]
 
-    pieces_hidden, pieces_output = [], []
+    pieces = []
     for start in range(0, x1.shape[0], rows):
         xr = x1[start:start + rows]
-        other = None if (x2 is None and rows >= x1.shape[0]) else x2_eff
-        hidden, output = _two_layer_blocks(model, W, b, a, xr, other, s_value, block, degree)
-        pieces_hidden.append(hidden)
-        pieces_output.append(output)
-    hidden = jnp.concatenate(pieces_hidden, axis=-2)
-    output = jnp.concatenate(pieces_output, axis=-2)
-
-    gram = c1**2 * (x1 @ x2_eff.T)
-    if b is not None:
-        gram = gram + b1_std**2
-    kernel = c2**2 * hidden * gram
-    if model.trained == "all":
-        kernel = kernel + c2**2 * output
-        if "b" in params[1]:
-            bias = b2_std**2
-            kernel = kernel + (bias if degree == 0 else jnp.array([1.0, 0.0, 0.0], W.dtype)[:, None, None] * bias)
-    return kernel
+        whole = x2 is None and rows >= x1.shape[0]
+        other = None if whole else x2_eff
+        tiles = _symmetric_tiles(x1.shape[0]) if whole else 1
+        pieces.append(_two_layer_blocks(model, W, b, a, xr, other, s_value, block, degree, tiles, output_bias))
+    return pieces[0] if len(pieces) == 1 else jnp.concatenate(pieces, axis=-2)
 
 
 def empirical_ntk_two_layer(
