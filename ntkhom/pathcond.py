@@ -114,12 +114,18 @@ def _check_params(params: Params, *, finite: bool = True) -> None:
             raise ValueError(f"layer {layer} expects {fan_in} inputs but layer {layer - 1} has {fan_out} outputs")
     if not finite:
         return
-    for layer, entry in enumerate(params):
-        for name, value in entry.items():
-            if isinstance(value, jax.core.Tracer):  # under jit / vmap: checked by the caller, not here
-                continue
-            if not bool(jnp.all(jnp.isfinite(value))):
+    if any(isinstance(v, jax.core.Tracer) for v in jax.tree.leaves(params)):
+        return  # under jit / vmap the values are not known here; the caller checks the concrete batch
+    finite = _finite_flags(tuple(dict(e) for e in params))
+    for layer, entry in enumerate(finite):
+        for name, ok in entry.items():
+            if not bool(ok):
                 raise ValueError(f"layer {layer} {name!r} contains NaN or inf; cannot rescale")
+
+
+@jax.jit
+def _finite_flags(params: Params):
+    return jax.tree.map(lambda v: jnp.all(jnp.isfinite(v)), params)
 
 
 def path_scales(model: HomotopyMLP, params: Params,
@@ -175,6 +181,15 @@ def path_gradient_diag(params: Params, scales: Scales | None = None) -> Params:
     """
     _check_params(params, finite=False)
     scales = scales or tuple({"W": 1.0, "b": 1.0} for _ in params)
+    return _path_gradient_diag(tuple(dict(e) for e in params), _scale_tree(scales))
+
+
+def _scale_tree(scales: Scales):
+    return tuple({k: float(c) for k, c in s.items()} for s in scales)
+
+
+@jax.jit
+def _path_gradient_diag(params: Params, scales) -> Params:
     squares = jax.tree.map(jnp.square, params)
 
     def total(v):
@@ -189,10 +204,16 @@ def rescale(params: Params, z) -> Params:
     exp(z_l[h] / 2), outgoing weights divided by it. Preserves f (sigma_s positively homogeneous) and Phi."""
     if len(z) != len(params) - 1:
         raise ValueError(f"z needs one array per hidden layer ({len(params) - 1}), got {len(z)}")
-    out = [dict(entry) for entry in params]
     for layer, zl in enumerate(z):
         if jnp.shape(zl) != (params[layer]["W"].shape[1],):
             raise ValueError(f"z[{layer}] has shape {jnp.shape(zl)}, expected ({params[layer]['W'].shape[1]},)")
+    return _rescale(tuple(dict(e) for e in params), tuple(z))
+
+
+@jax.jit
+def _rescale(params: Params, z) -> Params:
+    out = [dict(entry) for entry in params]
+    for layer, zl in enumerate(z):
         lam = jnp.exp(jnp.asarray(zl, params[layer]["W"].dtype) / 2)
         out[layer]["W"] = out[layer]["W"] * lam[None, :]
         if "b" in out[layer]:
@@ -306,15 +327,19 @@ def _pathcond_core(g: Params, max_sweeps: int, tol):
     return jax.lax.while_loop(cond, body, (z0, jnp.asarray(0), inf))
 
 
+def _check_stopping(max_sweeps, tol) -> None:
+    if int(max_sweeps) != max_sweeps or max_sweeps < 1:
+        raise ValueError(f"max_sweeps must be a positive integer, got {max_sweeps}")
+    if not tol >= 0:
+        raise ValueError(f"tol must be >= 0, got {tol}")
+
+
 def pathcond_from_diag(g: Params, *, max_sweeps: int = DEFAULT_MAX_SWEEPS, tol: float = DEFAULT_TOL) -> Scaling:
     """argmin_z F(z) by exact cyclic coordinate descent from z = 0, given g (jit-compiled).
 
     Stops after ``max_sweeps`` sweeps or when a sweep moves sum_h |delta z_h| < ``tol``.
     """
-    if int(max_sweeps) != max_sweeps or max_sweeps < 1:
-        raise ValueError(f"max_sweeps must be a positive integer, got {max_sweeps}")
-    if not tol >= 0:
-        raise ValueError(f"tol must be >= 0, got {tol}")
+    _check_stopping(max_sweeps, tol)
     z, sweeps, change = _pathcond_core(tuple(dict(e) for e in g), int(max_sweeps), tol)
     return Scaling(z, sweeps, change)
 
@@ -335,9 +360,16 @@ def pathcond(
     """
     check_rescalable(model)
     _check_params(params)
-    g = path_gradient_diag(params, path_scales(model, params, parameterization))
-    scaling = pathcond_from_diag(g, max_sweeps=max_sweeps, tol=tol)
-    return rescale(params, scaling.z), scaling
+    _check_stopping(max_sweeps, tol)
+    scales = _scale_tree(path_scales(model, params, parameterization))
+    new, z, sweeps, change = _pathcond_params(tuple(dict(e) for e in params), scales, int(max_sweeps), tol)
+    return new, Scaling(z, sweeps, change)
+
+
+@functools.partial(jax.jit, static_argnames=("max_sweeps",))
+def _pathcond_params(params: Params, scales, max_sweeps: int, tol):
+    z, sweeps, change = _pathcond_core(_path_gradient_diag(params, scales), max_sweeps, tol)
+    return _rescale(params, z), z, sweeps, change
 
 
 def pathcond_python(g: Params, *, max_sweeps: int = DEFAULT_MAX_SWEEPS, tol: float = DEFAULT_TOL,
@@ -406,7 +438,7 @@ def _enorm_core(params: Params, max_sweeps: int, tol):
             # lambda^4 = ||out||^2 / ||in||^2 minimises lambda^2 ||in||^2 + ||out||^2 / lambda^2; z = 2 log lambda.
             step = jnp.where(ok, 0.5 * (jnp.log(jnp.where(ok, outgoing, 1.0)) - jnp.log(jnp.where(ok, incoming, 1.0))),
                              0.0)
-            p = rescale(p, tuple(step if l == layer else jnp.zeros_like(z[l]) for l in range(L)))
+            p = _rescale(p, tuple(step if l == layer else jnp.zeros_like(z[l]) for l in range(L)))
             z[layer] = z[layer] + step
             change = change + jnp.sum(jnp.abs(step))
         return p, tuple(z), sweeps + 1, change
@@ -431,8 +463,7 @@ def enorm(
     """
     check_rescalable(model)
     _check_params(params)
-    if int(max_sweeps) != max_sweeps or max_sweeps < 1:
-        raise ValueError(f"max_sweeps must be a positive integer, got {max_sweeps}")
+    _check_stopping(max_sweeps, tol)
     p, z, sweeps, change = _enorm_core(tuple(dict(e) for e in params), int(max_sweeps), tol)
     return p, Scaling(z, sweeps, change)
 
