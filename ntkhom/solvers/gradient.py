@@ -161,7 +161,7 @@ def gradient_solver(
     def metrics(params, state):
         trainable = model.trainable(params)
         grads = jax.grad(trained_loss)(trainable, params, state["s"])
-        out = {"s": state["s"], "grad_norm": optax.global_norm(grads)}
+        out = {"s": state["s"], "grad_norm": optax.tree.norm(grads)}
         if classification:
             out["accuracy"] = accuracy(model.apply(params, x, state["s"]), y)
         return out
