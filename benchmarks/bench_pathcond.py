@@ -75,11 +75,11 @@ def main() -> None:
             python_cd = time.perf_counter() - start
             z_jit = pc.pathcond_from_diag(g, max_sweeps=args.sweeps, tol=0.0).z
             gap = max(float(np.max(np.abs(np.asarray(a, np.float64) - b))) for a, b in zip(z_jit, z_python))
-            python_text = f"{python_cd:.3f} s | x{python_cd / jit_cd:.1f} (max |z_jit - z_python| {gap:.1e})"
+            python_text = f"{python_cd * 1e3:.1f} ms | x{python_cd / jit_cd:.1f} (max |z_jit - z_python| {gap:.1e})"
         else:
             python_text = "skipped | -"
-        print(f"{count:.3g} | {m} | {first:.3f} s / {warm:.3f} s, {int(scaling.sweeps)} sweeps | "
-              f"{jit_cd:.3f} s / {python_text}", flush=True)
+        print(f"{count:.3g} | {m} | {first:.2f} s / {warm * 1e3:.1f} ms, {int(scaling.sweeps)} sweeps | "
+              f"{jit_cd * 1e3:.2f} ms / {python_text}", flush=True)
 
 
 if __name__ == "__main__":

@@ -65,6 +65,8 @@ __all__ = [
     "pathcond_python",
     "enorm",
     "ntk_conditioning",
+    "kernel_conditioning",
+    "batched_empirical_ntk",
 ]
 
 PARAMETERIZATIONS = ("ntk", "standard")
@@ -469,15 +471,58 @@ def enorm(
 
 
 # -- the NTK view ----------------------------------------------------------------------------------------
-def ntk_conditioning(model: HomotopyMLP, params: Params, x, s=None) -> dict:
-    """lambda_min, lambda_max and condition number (float64, with the numerical floor) of the empirical NTK
-    over the trained parameters (:func:`ntkhom.kernels.empirical_ntk`, averaged over outputs).
+def ntk_conditioning(model: HomotopyMLP, params: Params, x, s=None, y=None) -> dict:
+    """lambda_min, lambda_max, condition number (float64, with the numerical floor; None where lambda_min is
+    unresolved) and mean eigenvalue of the empirical NTK K over the trained parameters
+    (:func:`ntkhom.kernels.empirical_ntk`, averaged over outputs), for x of shape (n, d).
+
+    With targets y (n, k), also the kernel-target alignment <K, Y Y^T>_F / (||K||_F ||Y Y^T||_F) of the
+    column-centred Y (Cristianini et al., NIPS 2001): how much of K's mass lies along the labels.
 
     A rescaling leaves f unchanged but multiplies the Jacobian by diag(exp(-(B z)/2)), so the NTK
     J diag(.)^2 J^T, its spectrum and hence the linearised training speed change.
     """
     from ntkhom.kernels import empirical_ntk
+
+    return kernel_conditioning(empirical_ntk(model, params, x, s=s), y)
+
+
+def batched_empirical_ntk(model: HomotopyMLP, params_batch: Params, x, s_batch) -> np.ndarray:
+    """The kernel of :func:`ntkhom.kernels.empirical_ntk` for B parameter sets (leading axis) and B values of
+    s, shape (B, n, n), under one compilation (``lax.map``; neural-tangents' ``empirical_ntk_fn`` with the same
+    output averaging, over ``model.trainable``). x must be validated by the caller (it is traced here)."""
+    from ntkhom.nt import empirical_ntk_fn
+
+    x = jnp.asarray(x)
+
+    def kernel(item):
+        params, s = item
+
+        def f(trainable, inputs):
+            return model.apply(model.combine(trainable, params), inputs, s)
+
+        ntk_fn = empirical_ntk_fn(f, trace_axes=(-1,), vmap_axes=0)
+        return ntk_fn(x, None, model.trainable(params))
+
+    s_batch = jnp.asarray(s_batch, x.dtype)
+    return np.asarray(jax.jit(lambda p, s: jax.lax.map(kernel, (p, s)))(params_batch, s_batch))
+
+
+def kernel_conditioning(K, y=None) -> dict:
+    """The statistics of :func:`ntk_conditioning` for a given (n, n) kernel matrix K (e.g. computed for many
+    runs under one compilation)."""
     from ntkhom.spectrum import spectrum
 
-    summary = spectrum(empirical_ntk(model, params, x, s=s)).summary()
-    return {k: summary[k] for k in ("lambda_min", "lambda_max", "condition", "floor", "resolved")}
+    result = spectrum(K)
+    summary = result.summary()
+    out = {k: summary[k] for k in ("lambda_min", "lambda_max", "condition", "floor", "resolved")}
+    out["lambda_mean"] = float(np.mean(result.eigenvalues))
+    if y is not None:
+        Y = np.asarray(y, np.float64)
+        if Y.ndim != 2 or Y.shape[0] != K.shape[0]:
+            raise ValueError(f"y must have shape ({K.shape[0]}, k), got {Y.shape}")
+        Y = Y - Y.mean(axis=0)
+        target = Y @ Y.T
+        Kn = np.asarray(K, np.float64)
+        out["alignment"] = float(np.sum(Kn * target) / (np.linalg.norm(Kn) * np.linalg.norm(target)))
+    return out

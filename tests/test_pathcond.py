@@ -105,7 +105,7 @@ def test_rescaled_network_is_the_same_function_float32():
 
 def test_random_rescaling_changes_gradients_not_function():
     # The point of the method: same f, different Jacobian, so a different NTK and training speed.
-    model = _deep()
+    model = _deep(widths=(8, 8))
     params = model.init(jax.random.PRNGKey(6), 3)
     new = pc.rescale(params, pc.random_scaling(jax.random.PRNGKey(7), params))
     x = jax.random.normal(jax.random.PRNGKey(8), (6, 3))
@@ -113,6 +113,18 @@ def test_random_rescaling_changes_gradients_not_function():
     K1 = pc.ntk_conditioning(model, new, x)
     assert abs(K0["lambda_max"] / K1["lambda_max"] - 1) > 1e-3
     assert jnp.max(jnp.abs(model.apply(new, x) - model.apply(params, x))) < 1e-12
+    # the one-compilation batch of kernels used by the experiment is the same kernel as ntkhom.kernels'
+    from ntkhom.kernels import empirical_ntk
+    from ntkhom.solvers.driver import stack
+
+    batch = pc.batched_empirical_ntk(model, stack([params, new]), x, [1.0, 0.4])
+    np.testing.assert_allclose(batch[0], empirical_ntk(model, params, x, s=1.0), rtol=1e-10, atol=1e-12)
+    np.testing.assert_allclose(batch[1], empirical_ntk(model, new, x, s=0.4), rtol=1e-10, atol=1e-12)
+    y = jax.nn.one_hot(jnp.arange(6) % 2, 2)
+    view = pc.kernel_conditioning(batch[0], y)
+    assert view["lambda_max"] == pytest.approx(K0["lambda_max"], rel=1e-10)
+    assert view["condition"] == pytest.approx(view["lambda_max"] / view["lambda_min"], rel=1e-12)
+    assert -1 <= view["alignment"] <= 1
 
 
 # -- the optimisation ------------------------------------------------------------------------------------
