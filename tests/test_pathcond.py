@@ -186,11 +186,12 @@ def test_jitted_pathcond_matches_python_loop_and_is_stationary():
 
 
 def test_pathcond_is_vmappable_over_seeds():
+    from ntkhom.solvers.driver import stack
+
     model = _deep()
-    keys = jax.random.split(jax.random.PRNGKey(13), 3)
-    batch = jax.vmap(lambda k: _bad_start(model, k))(keys)
+    batch = stack([_bad_start(model, jax.random.PRNGKey(13 + i)) for i in range(2)])
     new_batch, _ = jax.vmap(lambda p: pc.pathcond(p, model))(batch)
-    for i in range(3):
+    for i in range(2):
         single, _ = pc.pathcond(jax.tree.map(lambda v, i=i: v[i], batch), model)
         for a, b in zip(jax.tree.leaves(single), jax.tree.leaves(new_batch)):
             np.testing.assert_allclose(a, b[i], rtol=1e-10, atol=1e-12)
@@ -278,3 +279,30 @@ def test_homotopy_model_with_frozen_output_and_default_scales():
     x = jax.random.normal(jax.random.PRNGKey(21), (9, 4))
     new, _ = pc.pathcond(params, model)
     assert jnp.max(jnp.abs(model.apply(new, x) - model.apply(params, x))) < 1e-12
+
+
+def test_rescaled_every_k_steps_inside_a_solver():
+    from ntkhom.solvers.driver import run
+    from ntkhom.solvers.gradient import gradient_solver
+
+    model = _deep()
+    params = _bad_start(model, jax.random.PRNGKey(22))
+    x = jax.random.normal(jax.random.PRNGKey(23), (12, 3))
+    y = jax.random.normal(jax.random.PRNGKey(24), (12, 2))
+    base = gradient_solver(model, x, y, learning_rate=1e-3)
+    solver = pc.rescaled_every(base, lambda p: pc.pathcond(p, model), every=3)
+    state = solver.init(params)
+    manual = params
+    for k in range(4):  # rescale before steps 0 and 3 only; the loss never jumps at a rescaling
+        params, state = jax.jit(solver.step)(params, state)
+        if k % 3 == 0:
+            rescaled = pc.pathcond(manual, model)[0]
+            assert abs(float(base.loss(rescaled, state["inner"]) - base.loss(manual, state["inner"]))) < 1e-10
+            manual = rescaled
+        manual = base.step(manual, base.init(manual))[0]
+        for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(manual)):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
+    result = run(solver, _bad_start(model, jax.random.PRNGKey(22)), steps=30, record_every=10, progress=False)
+    assert result.stop_reason == "steps" and result.loss[-1] < result.loss[0]
+    with pytest.raises(ValueError, match="every must be a positive integer"):
+        pc.rescaled_every(base, lambda p: pc.pathcond(p, model), every=0)
