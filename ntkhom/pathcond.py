@@ -359,7 +359,15 @@ def pathcond(
 
     g = diag(G^T G) in the trained coordinates (see the module docstring), then z = argmin F by exact
     cyclic coordinate descent, then theta' = theta * exp(-(B z) / 2). The function computed by the network
-    (at every s) and its path-lifting are unchanged. jit/vmap-compatible in ``params``.
+    (at every s) and its path-lifting are unchanged. jit/vmap-compatible in ``params`` (NaN/inf parameters
+    are refused only when the values are concrete). Use it once before a solver, or every k steps with
+    :func:`rescaled_every`.
+
+    Args:
+      params: HomotopyMLP parameters, >= 1 hidden layer, float32 or float64 (the result keeps the dtype).
+      model: the network (its activation must be in the ReLU family; its layer scales give c).
+      parameterization: ``"ntk"`` (g in ntkhom's stored NTK-parameterization coordinates) or ``"standard"``.
+      max_sweeps, tol: stop after ``max_sweeps`` sweeps or when a sweep moves sum_h |delta z_h| < tol.
     """
     check_rescalable(model)
     _check_params(params)

@@ -9,7 +9,9 @@ Parameterization. The reference trains PyTorch ``nn.Linear`` layers (standard pa
 biases ~ U(-1/sqrt(fan_in), 1/sqrt(fan_in))). A :class:`ntkhom.models.HomotopyMLP` whose every layer has
 W_std = sqrt(fan_in) (first_W_std = sqrt(d) is the default; W_std = sqrt(64) = 8) and b_std = 1 has effective
 weight = stored weight, so it *is* the standard parameterization: we train it with the reference's learning
-rate 1e-2 unchanged and initialise it as PyTorch does. No learning-rate mapping is involved.
+rate 1e-2 unchanged and initialise it as PyTorch does. No learning-rate mapping is involved. PathCond uses
+``parameterization="standard"`` there. Training runs in float32 (as the reference); rescaling and kernels in
+float64.
 
 Part B, the homotopy extension: two-layer networks 2-m-2 (hidden biases) in ntkhom's native NTK
 parameterization (:func:`ntkhom.models.mlp`, every layer trained), at several s; sigma_s is positively
