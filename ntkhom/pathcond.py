@@ -66,7 +66,6 @@ __all__ = [
     "enorm",
     "ntk_conditioning",
     "kernel_conditioning",
-    "batched_empirical_ntk",
     "rescaled_every",
 ]
 
@@ -526,27 +525,6 @@ def ntk_conditioning(model: HomotopyMLP, params: Params, x, s=None, y=None) -> d
     from ntkhom.kernels import empirical_ntk
 
     return kernel_conditioning(empirical_ntk(model, params, x, s=s), y)
-
-
-def batched_empirical_ntk(model: HomotopyMLP, params_batch: Params, x, s_batch) -> np.ndarray:
-    """The kernel of :func:`ntkhom.kernels.empirical_ntk` for B parameter sets (leading axis) and B values of
-    s, shape (B, n, n), under one compilation (``lax.map``; neural-tangents' ``empirical_ntk_fn`` with the same
-    output averaging, over ``model.trainable``). x must be validated by the caller (it is traced here)."""
-    from ntkhom.nt import empirical_ntk_fn
-
-    x = jnp.asarray(x)
-
-    def kernel(item):
-        params, s = item
-
-        def f(trainable, inputs):
-            return model.apply(model.combine(trainable, params), inputs, s)
-
-        ntk_fn = empirical_ntk_fn(f, trace_axes=(-1,), vmap_axes=0)
-        return ntk_fn(x, None, model.trainable(params))
-
-    s_batch = jnp.asarray(s_batch, x.dtype)
-    return np.asarray(jax.jit(lambda p, s: jax.lax.map(kernel, (p, s)))(params_batch, s_batch))
 
 
 def kernel_conditioning(K, y=None) -> dict:

@@ -39,6 +39,7 @@ import numpy as np
 
 from ntkhom import data as datasets
 from ntkhom import pathcond as pc
+from ntkhom.kernels import empirical_ntk_batch
 from ntkhom.models import HomotopyMLP, mlp
 from ntkhom.report import RunFolder, markdown_table
 from ntkhom.solvers.driver import run_batch, stack
@@ -159,7 +160,7 @@ def _unbatch(batch):
 
 def _ntk_rows(model, params_list, labels, x_ntk, y_ntk, losses_by_run):
     # One compilation for every run, then the spectra in float64 NumPy.
-    kernels = pc.batched_empirical_ntk(model, stack(params_list), x_ntk, [label[2] for label in labels])
+    kernels = np.asarray(empirical_ntk_batch(model, stack(params_list), x_ntk, [label[2] for label in labels]))
     rows = []
     for (method, seed, s), K, losses in zip(labels, kernels, losses_by_run):
         view = pc.kernel_conditioning(K, y_ntk)
