@@ -154,3 +154,14 @@ def test_bad_input_is_named(call, message):
     params = model.init(jax.random.PRNGKey(0), 5)
     with pytest.raises(ValueError, match=message):
         call(model, params)
+
+
+def test_numerical_kernel_of_smooth_phi_matches_exact_erf_kernel():
+    """At s = 1 the homotopy erf network is an erf network: our quadrature kernel against neural-tangents'
+    closed-form Erf layer."""
+    from ntkhom.nt import stax
+
+    model = two_layer(1, 1.0, phi="erf", trained="all")
+    ours = kernels.infinite_ntk(model, X)
+    _, _, exact_fn = stax.serial(stax.Dense(1, W_std=np.sqrt(5), b_std=None), stax.Erf(), stax.Dense(1, b_std=None))
+    np.testing.assert_allclose(ours, exact_fn(X, None, "ntk"), rtol=1e-4, atol=1e-5)
