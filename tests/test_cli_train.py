@@ -16,8 +16,8 @@ def _rows(path):
 
 def test_train_writes_curves_with_the_kernel_prediction(tmp_path):
     out = tmp_path / "train"
-    code = main(["train", "--n", "12", "--d", "4", "--width", "1024", "--steps", "100", "--seeds", "1",
-                 "--solvers", "gd", "adam", "--learning-rate", "0.2", "--record-every", "10", "--out", str(out),
+    code = main(["train", "--n", "12", "--d", "4", "--width", "512", "--steps", "60", "--seeds", "1",
+                 "--solvers", "gd", "adam", "--learning-rate", "0.3", "--record-every", "10", "--out", str(out),
                  "--quiet"])
     assert code == 0
     for name in ("results.json", "results.csv", "curves.csv", "kernel.csv", "summary.md", "loss_curves.png",
@@ -27,12 +27,12 @@ def test_train_writes_curves_with_the_kernel_prediction(tmp_path):
     gd = next(r for r in results if r["solver"] == "gd")
     assert gd["stop"] == "steps"
     curves = [r for r in _rows(out / "curves.csv") if r["solver"] == "gd"]
-    assert len(curves) == 11 and float(curves[0]["loss"]) == pytest.approx(float(curves[0]["predicted"]))
+    assert len(curves) == 7 and float(curves[0]["loss"]) == pytest.approx(float(curves[0]["predicted"]))
     # a wide network follows its linearized prediction: within 1% of the initial loss all along
     measured = np.array([float(r["loss"]) for r in curves])
     predicted = np.array([float(r["predicted"]) for r in curves])
     assert np.max(np.abs(measured - predicted)) < 0.01 * measured[0]
-    assert measured[-1] < 0.05 * measured[0] and predicted[-1] == pytest.approx(gd["predicted_final_loss"])
+    assert measured[-1] < 0.1 * measured[0] and predicted[-1] == pytest.approx(gd["predicted_final_loss"])
     assert "| gd |" in (out / "summary.md").read_text()
 
 

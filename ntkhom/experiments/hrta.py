@@ -53,10 +53,11 @@ class Settings:
     s_values: tuple[float, ...] = (0.5, 1.0, 1.5, 1.9)
     ramp_steps: int = 200
     record_every: int = 50
+    schedules: tuple[str, ...] = ("1.5 switch", "1.5 ramp", "1.5 refit_output", "0.5 switch")
 
 
-QUICK = dict(n=30, d=8, width=300, widths=(100, 400, 1600), seeds=2, steps=400, width_steps=150, ramp_steps=50,
-             record_every=25, s_values=(0.5, 1.0, 1.5))
+QUICK = dict(n=30, d=8, width=300, widths=(100, 1000), seeds=2, steps=400, width_steps=150, ramp_steps=50,
+             record_every=25, s_values=(0.5, 1.0, 1.5), schedules=("1.5 switch", "1.5 refit_output"))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -212,12 +213,10 @@ def run(args) -> Path:
     half = cfg.steps // 2
     stacked = driver.stack(params)
     relu_final = final[:, i_relu]
-    schedules = [
-        ("1.5 -> 1, switch", two_stage(1.5, half, half, eta), "switch"),
-        ("1.5 -> 1, ramp", two_stage(1.5, half, half, eta), "ramp"),
-        ("1.5 -> 1, refit_output", two_stage(1.5, half, half, eta), "refit_output"),
-        ("0.5 -> 1, switch", two_stage(0.5, half, half, eta), "switch"),
-    ]
+    schedules = []
+    for spec in cfg.schedules:  # "s_first transition"
+        s_first, transition = spec.split()
+        schedules.append((f"{s_first} -> 1, {transition}", two_stage(float(s_first), half, half, eta), transition))
     comparison = [("fixed s=1 (ReLU), GD", relu_final, None), ("fixed s=1.5, GD", final[:, i_relax], None)]
     for label, stages, transition in schedules:
         solver = hrta_solver(model, x, y, stages, transition=transition, ramp_steps=cfg.ramp_steps)
