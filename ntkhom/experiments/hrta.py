@@ -237,11 +237,17 @@ def run(args) -> Path:
         reference = label.startswith("fixed s=1 (ReLU)")
         jump_text = "" if jumps is None else (f"; switch loss {_spread(jumps[:, 0])} -> {_spread(jumps[:, 1])}"
                                               f", peak after switch {_spread(jumps[:, 2])}")
+        bound_text = ""
+        if jumps is not None:
+            # Du et al.'s bound stage by stage, restarted at the measured loss after the switch (the bound
+            # cannot see the jump: the network function changes with s); lambda_0 of the ReLU stage
+            bounds = [theory.stagewise_bound([(lam_inf, eta, half)], after)[1][-1] for after in jumps[:, 1]]
+            bound_text = f"; stage-2 bound (1 - eta lambda_0(1)/2)^k from the post-switch loss: {_spread(bounds)}"
         add_claim(dict(
             claim=f"schedule: {label}",
             setting=f"{cfg.steps} steps total, m={cfg.width}",
             measured=f"final loss {_spread(finals)}{jump_text}",
-            predicted=f"ReLU GD reference {_spread(relu_final)}",
+            predicted=f"ReLU GD reference {_spread(relu_final)}{bound_text}",
             verdict="reference" if reference else "lower than ReLU GD" if np.all(finals < relu_final) else (
                 "higher than ReLU GD" if np.all(finals > relu_final) else "mixed across seeds"),
             values={"final": finals, "switch_loss": jumps},
