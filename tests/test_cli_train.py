@@ -64,5 +64,5 @@ def test_reproduce_hrta_quick(tmp_path):
     claims = {r["claim"]: r for r in rows}
     assert claims["lambda_0 grows with s"]["verdict"] == "confirmed"
     switch = next(r for name, r in claims.items() if "switch" in name and "1.5" in name)
-    assert "switch loss" in switch["measured"]
+    assert "switch loss" in switch["measured"] and "highest later record" in switch["measured"]
     assert (out / "hrta.png").exists() and (out / "summary.md").exists()

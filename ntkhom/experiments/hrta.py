@@ -236,7 +236,7 @@ def run(args) -> Path:
     for label, finals, jumps in comparison:
         reference = label.startswith("fixed s=1 (ReLU)")
         jump_text = "" if jumps is None else (f"; switch loss {_spread(jumps[:, 0])} -> {_spread(jumps[:, 1])}"
-                                              f", peak after switch {_spread(jumps[:, 2])}")
+                                              f", highest later record {_spread(jumps[:, 2])}")
         bound_text = ""
         if jumps is not None:
             # Du et al.'s bound stage by stage, restarted at the measured loss after the switch (the bound
