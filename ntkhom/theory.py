@@ -244,13 +244,23 @@ def network_kernel(model, params, x, s=None):
     return empirical_ntk(model, params, x, s=s)
 
 
-def relative_deviation(measured, predicted, loss0: float | None = None) -> float:
-    """sup_t |L_measured(t) - L_predicted(t)| / L(0): how far a measured curve strays from its prediction,
-    relative to the initial loss (``loss0``, default ``measured[0]``)."""
+def relative_deviation(measured, predicted, loss0: float | None = None, *, scale: str = "initial") -> float:
+    """How far a measured loss curve strays from its prediction.
+
+    ``scale="initial"``: sup_t |L_measured(t) - L_predicted(t)| / L(0) (``loss0``, default ``measured[0]``);
+    dominated by the early, fast phase. ``scale="log"``: sup_t |log(L_measured(t) / L_predicted(t))|, the
+    relative error of the curve at every point, which also sees the slow tail.
+    """
     a = np.asarray(measured, dtype=np.float64)
     b = np.asarray(predicted, dtype=np.float64)
     if a.shape != b.shape:
         raise ValueError(f"measured and predicted curves differ in shape: {a.shape} vs {b.shape}")
+    if scale == "log":
+        if np.any(a <= 0) or np.any(b <= 0):
+            raise ValueError("scale='log' needs strictly positive curves")
+        return float(np.max(np.abs(np.log(a / b))))
+    if scale != "initial":
+        raise ValueError(f"unknown scale {scale!r}; choose 'initial' or 'log'")
     reference = float(a[0]) if loss0 is None else float(loss0)
     if not reference > 0:
         raise ValueError("the reference (initial) loss must be positive")

@@ -129,6 +129,8 @@ def gradient_solver(
     State: ``{"s": (), "learning_rate": (), "opt_state": optax state, "step": () int}``.
     Metrics: ``"s"``, the gradient norm ``"grad_norm"``, and ``"accuracy"`` for cross-entropy.
     """
+    if not isinstance(model, HomotopyMLP):
+        raise ValueError(f"model must be an ntkhom.models.HomotopyMLP, got {type(model).__name__}")
     learning_rate = check_learning_rate(learning_rate)
     s = model.s if s is None else check_s(s)
     name = optimizer if isinstance(optimizer, str) else "optax"
