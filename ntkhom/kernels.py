@@ -35,6 +35,7 @@ from ntkhom.nt import NtkImplementation, empirical_ntk_fn
 __all__ = [
     "KernelPath",
     "empirical_ntk",
+    "empirical_ntk_batch",
     "empirical_ntk_two_layer",
     "empirical_kernel_path",
     "infinite_ntk",
@@ -90,6 +91,15 @@ def _require_two_layer(model: HomotopyMLP, what: str) -> None:
 
 
 # -- finite width: neural-tangents, any network ----------------------------------------------------------
+def _empirical_ntk_unchecked(model: HomotopyMLP, params: Params, x1, x2, s, implementation) -> jax.Array:
+    # No validation: safe under jit, vmap and lax.map (callers validate concrete inputs first).
+    def f(trainable, x):
+        return model.apply(model.combine(trainable, params), x, s)
+
+    ntk_fn = empirical_ntk_fn(f, trace_axes=(-1,), vmap_axes=0, implementation=implementation)
+    return ntk_fn(x1, x2, model.trainable(params))
+
+
 def empirical_ntk(
     model: HomotopyMLP,
     params: Params,
@@ -107,12 +117,22 @@ def empirical_ntk(
     """
     x1, x2 = _pair(model, params, x1, x2)
     s = model.s if s is None else check_s(s)
+    return _empirical_ntk_unchecked(model, params, x1, x2, s, implementation)
 
-    def f(trainable, x):
-        return model.apply(model.combine(trainable, params), x, s)
 
-    ntk_fn = empirical_ntk_fn(f, trace_axes=(-1,), vmap_axes=0, implementation=implementation)
-    return ntk_fn(x1, x2, model.trainable(params))
+def empirical_ntk_batch(model: HomotopyMLP, params_batch: Params, x, s_batch) -> jax.Array:
+    """:func:`empirical_ntk` for B parameter sets (leading axis of every leaf) and B values of s, (B, n, n),
+    under one compilation (``lax.map``, so memory stays that of one kernel computation)."""
+    x = model.check(jax.tree.map(lambda leaf: leaf[0], params_batch), x)
+    s_batch = jnp.asarray(s_batch, x.dtype)
+    if s_batch.ndim != 1 or s_batch.shape[0] != jax.tree.leaves(params_batch)[0].shape[0]:
+        raise ValueError("s_batch must be 1-D with one value per parameter set")
+
+    def kernel(item):
+        params, s = item
+        return _empirical_ntk_unchecked(model, params, x, None, s, NtkImplementation.JACOBIAN_CONTRACTION)
+
+    return jax.jit(lambda p, s: jax.lax.map(kernel, (p, s)))(params_batch, s_batch)
 
 
 # -- finite width: structured two-layer kernel -------------------------------------------------------------

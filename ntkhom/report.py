@@ -136,6 +136,6 @@ class RunFolder:
 
 def progress(iterable: Iterable, *, total: int | None = None, desc: str = "", enabled: bool = True):
     """A tqdm progress bar on stderr (silent when ``enabled`` is False)."""
-    from tqdm.auto import tqdm
+    from tqdm.std import tqdm
 
     return tqdm(iterable, total=total, desc=desc, disable=not enabled, file=sys.stderr, dynamic_ncols=True)

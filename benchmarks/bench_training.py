@@ -1,0 +1,191 @@
+"""Steps per second of full-batch gradient descent on a two-layer homotopy network.
+
+Compares, in one process and on the same data and initialization:
+  * ntkhom: ``ntkhom.solvers.driver.run`` of ``gradient_solver`` (chunked, compiled ``lax.scan``);
+  * a per-step jitted optax loop (``optax.sgd``; Python calls one compiled step per iteration);
+  * a plain PyTorch loop (autograd, ``W -= lr * W.grad``), when torch is importable;
+and a grid of 64 runs (16 seeds x 4 values of s) run as one vmapped batch (``run_batch``) against the same
+64 runs one after another (each a compiled ``driver.run``; compilation is shared and excluded).
+
+Usage: ``uv run python benchmarks/bench_training.py [--large-steps 20] [--float64]``
+(torch is not a dependency of ntkhom; install a wheel into your own environment to include it).
+Compilation is excluded from every timing (each variant is run once before it is timed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+def _setup(n, d, m, seed=0):
+    from ntkhom.data import sphere, teacher_targets
+    from ntkhom.models import two_layer
+
+    key_x, key_y, key_p = jax.random.split(jax.random.PRNGKey(seed), 3)
+    x = sphere(key_x, n, d)
+    y = teacher_targets(key_y, x)
+    model = two_layer(m, s=1.0)
+    return model, x, y, model.init(key_p, d)
+
+
+def bench_ntkhom(model, x, y, params, lr, steps):
+    from ntkhom.solvers import driver
+    from ntkhom.solvers.gradient import gradient_solver
+
+    solver = gradient_solver(model, x, y, learning_rate=lr)
+    kwargs = dict(steps=steps, record_every=steps, chunk=steps, progress=False, divergence_factor=None)
+    driver.run(solver, params, **kwargs)  # compile
+    start = time.perf_counter()
+    result = driver.run(solver, params, **kwargs)
+    jax.block_until_ready(result.params)
+    return steps / (time.perf_counter() - start), result.final_loss
+
+
+def bench_optax(model, x, y, params, lr, steps):
+    import optax
+
+    optimizer = optax.sgd(lr)
+    W, rest = params[0]["W"], params[1:]
+
+    def loss(W):
+        return 0.5 * jnp.sum((model.apply(({"W": W},) + rest, x) - y) ** 2)
+
+    @jax.jit
+    def step(W, opt_state):
+        updates, opt_state = optimizer.update(jax.grad(loss)(W), opt_state)
+        return optax.apply_updates(W, updates), opt_state
+
+    opt_state = optimizer.init(W)
+    jax.block_until_ready(step(W, opt_state))  # compile
+    start = time.perf_counter()
+    for _ in range(steps):
+        W, opt_state = step(W, opt_state)
+    jax.block_until_ready(W)
+    return steps / (time.perf_counter() - start), float(loss(W))
+
+
+def bench_torch(model, x, y, params, lr, steps):
+    try:
+        import torch
+    except ImportError:
+        return None, None
+    dtype = torch.float64 if x.dtype == jnp.float64 else torch.float32
+    X = torch.tensor(np.asarray(x), dtype=dtype)
+    Y = torch.tensor(np.asarray(y), dtype=dtype)
+    W = torch.tensor(np.asarray(params[0]["W"]), dtype=dtype, requires_grad=True)
+    a = torch.tensor(np.asarray(params[1]["W"]), dtype=dtype)
+    m = W.shape[1]
+
+    def loss_fn():
+        z = X @ W  # first-layer scale sqrt(d) / sqrt(d) = 1, as in ntkhom.models
+        return 0.5 * torch.sum((torch.relu(z) @ a / m**0.5 - Y) ** 2)
+
+    def run(k):
+        for _ in range(k):
+            loss = loss_fn()
+            loss.backward()
+            with torch.no_grad():
+                W.sub_(lr * W.grad)
+            W.grad = None
+
+    # On a small, shared CPU torch's intra-op thread pool can collapse (spin-waiting threads); to be fair to
+    # torch, time it with its default thread count and with one thread, and keep the better rate.
+    default_threads = torch.get_num_threads()
+    rates = {}
+    start_W = W.detach().clone()
+    for threads in sorted({default_threads, 1}):
+        torch.set_num_threads(threads)
+        with torch.no_grad():
+            W.copy_(start_W)
+        run(2)  # warm-up
+        with torch.no_grad():
+            W.copy_(start_W)
+        start = time.perf_counter()
+        run(steps)
+        rates[threads] = steps / (time.perf_counter() - start)
+    torch.set_num_threads(default_threads)
+    best = max(rates, key=rates.get)
+    print(f"  torch steps/s by thread count: { {k: round(v, 1) for k, v in rates.items()} }", flush=True)
+    return rates[best], float(loss_fn().detach())
+
+
+def bench_grid(model, x, y, lr, steps, seeds=16, s_values=(0.5, 1.0, 1.5, 1.9)):
+    from ntkhom.solvers import driver
+    from ntkhom.solvers.gradient import gradient_solver
+
+    solver = gradient_solver(model, x, y, learning_rate=lr)
+    params = [model.init(jax.random.PRNGKey(seed), x.shape[1]) for seed in range(seeds) for _ in s_values]
+    states = [solver.init(p) | {"s": jnp.asarray(s, x.dtype)} for p, s in zip(params, list(s_values) * seeds)]
+    kwargs = dict(steps=steps, record_every=50, chunk=steps, progress=False)
+    batch_params, batch_states = driver.stack(params), driver.stack(states)
+    driver.run_batch(solver, batch_params, batch_states, **kwargs)  # compile
+    start = time.perf_counter()
+    batch = driver.run_batch(solver, batch_params, batch_states, **kwargs)
+    jax.block_until_ready(batch.params)
+    vmapped = time.perf_counter() - start
+    driver.run(solver, params[0], states[0], **kwargs)  # compile
+    start = time.perf_counter()
+    for p, st in zip(params, states):
+        jax.block_until_ready(driver.run(solver, p, st, **kwargs).params)
+    sequential = time.perf_counter() - start
+    return vmapped, sequential, len(params)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--paper-steps", type=int, default=2000)
+    parser.add_argument("--large-steps", type=int, default=10)
+    parser.add_argument("--large", type=int, nargs=3, default=[4000, 32, 8192], metavar=("N", "D", "M"))
+    parser.add_argument("--grid-steps", type=int, default=500)
+    parser.add_argument("--float64", action="store_true", help="run in float64 (default float32)")
+    args = parser.parse_args()
+    if args.float64:
+        jax.config.update("jax_enable_x64", True)
+    import optax
+
+    try:
+        import torch
+
+        torch_version = f"{torch.__version__} ({torch.get_num_threads()} threads)"
+    except ImportError:
+        torch_version = "torch not installed"
+    dtype = "float64" if args.float64 else "float32"
+    print(f"python {platform.python_version()}, jax {jax.__version__}, optax {optax.__version__}, {torch_version}")
+    print(f"device {jax.devices()[0]}, dtype {dtype}, machine {platform.machine()}; compilation excluded")
+    print()
+    print("| problem | steps | ntkhom steps/s | optax loop steps/s | torch loop steps/s | ntkhom / optax | "
+          "ntkhom / torch |")
+    print("|---|---|---|---|---|---|---|")
+    for label, (n, d, m), steps, lr in (("paper", (100, 10, 1000), args.paper_steps, 0.02),
+                                        ("large", tuple(args.large), args.large_steps, 1e-4)):
+        model, x, y, params = _setup(n, d, m)
+        ours, loss_ours = bench_ntkhom(model, x, y, params, lr, steps)
+        optax_rate, loss_optax = bench_optax(model, x, y, params, lr, steps)
+        torch_rate, loss_torch = bench_torch(model, x, y, params, lr, steps)
+        # same data, same start, same steps: the final losses must agree (a check that all three do GD)
+        assert np.isclose(loss_ours, loss_optax, rtol=1e-3), (loss_ours, loss_optax)
+        if torch_rate is not None:
+            assert np.isclose(loss_ours, loss_torch, rtol=1e-2), (loss_ours, loss_torch)
+        torch_text = f"{torch_rate:.1f}" if torch_rate else "torch not installed"
+        ratio_torch = f"{ours / torch_rate:.2f}x" if torch_rate else "-"
+        print(f"| {label} n={n} d={d} m={m} | {steps} | {ours:.1f} | {optax_rate:.1f} | {torch_text} | "
+              f"{ours / optax_rate:.2f}x | {ratio_torch} |", flush=True)
+    print()
+    print("| grid of 64 runs (16 seeds x 4 s) | steps each | vmapped (s) | one after another (s) | speed-up |")
+    print("|---|---|---|---|---|")
+    # the paper size, and a small size where per-call overhead, not arithmetic, dominates a single run
+    for n, d, m in ((100, 10, 1000), (20, 5, 64)):
+        model, x, y, _ = _setup(n, d, m)
+        vmapped, sequential, count = bench_grid(model, x, y, 0.02, args.grid_steps)
+        print(f"| n={n} d={d} m={m} | {args.grid_steps} | {vmapped:.2f} | {sequential:.2f} | "
+              f"{sequential / vmapped:.2f}x |", flush=True)
+
+
+if __name__ == "__main__":
+    main()

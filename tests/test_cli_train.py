@@ -1,0 +1,68 @@
+"""The ``ntkhom train`` and ``ntkhom reproduce hrta`` commands end to end, at a small size."""
+
+import csv
+import json
+
+import numpy as np
+import pytest
+
+from ntkhom.cli import main
+
+
+def _rows(path):
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_train_writes_curves_with_the_kernel_prediction(tmp_path):
+    out = tmp_path / "train"
+    code = main(["train", "--n", "12", "--d", "4", "--width", "512", "--steps", "60", "--seeds", "1",
+                 "--solvers", "gd", "adam", "--learning-rate", "0.3", "--record-every", "10", "--out", str(out),
+                 "--quiet"])
+    assert code == 0
+    for name in ("results.json", "results.csv", "curves.csv", "kernel.csv", "summary.md", "loss_curves.png",
+                 "run.json"):
+        assert (out / name).exists(), name
+    results = json.loads((out / "results.json").read_text())["results"]
+    gd = next(r for r in results if r["solver"] == "gd")
+    assert gd["stop"] == "steps"
+    curves = [r for r in _rows(out / "curves.csv") if r["solver"] == "gd"]
+    assert len(curves) == 7 and float(curves[0]["loss"]) == pytest.approx(float(curves[0]["predicted"]))
+    # a wide network follows its linearized prediction: within 1% of the initial loss all along
+    measured = np.array([float(r["loss"]) for r in curves])
+    predicted = np.array([float(r["predicted"]) for r in curves])
+    assert np.max(np.abs(measured - predicted)) < 0.01 * measured[0]
+    assert measured[-1] < 0.1 * measured[0] and predicted[-1] == pytest.approx(gd["predicted_final_loss"])
+    assert "| gd |" in (out / "summary.md").read_text()
+
+
+def test_train_reports_a_diverging_step_instead_of_nan(tmp_path):
+    out = tmp_path / "diverge"
+    main(["train", "--n", "12", "--d", "4", "--width", "64", "--steps", "200", "--seeds", "1", "--solvers", "gd",
+          "--learning-rate", "50", "--out", str(out), "--quiet"])
+    (row,) = json.loads((out / "results.json").read_text())["results"]
+    kernel = _rows(out / "kernel.csv")[0]
+    assert 50 > float(kernel["step_limit_2_over_lambda_max"])
+    assert row["stop"] in ("diverged", "nonfinite") and row["stop_step"] < 200
+    assert np.isfinite(row["final_loss"])
+
+
+def test_train_refuses_bad_input(tmp_path):
+    with pytest.raises(ValueError, match="steps"):
+        main(["train", "--steps", "0", "--out", str(tmp_path / "x"), "--quiet"])
+    with pytest.raises(ValueError, match="learning-rate"):
+        main(["train", "--learning-rate", "-1", "--out", str(tmp_path / "x"), "--quiet"])
+    with pytest.raises(SystemExit):
+        main(["train", "--solvers", "newton", "--out", str(tmp_path / "x")])
+
+
+def test_reproduce_hrta_quick(tmp_path):
+    out = tmp_path / "hrta"
+    assert main(["reproduce", "hrta", "--quick", "--out", str(out), "--quiet"]) == 0
+    rows = _rows(out / "claims.csv")
+    assert {"claim", "setting", "measured", "predicted", "verdict"} <= set(rows[0])
+    claims = {r["claim"]: r for r in rows}
+    assert claims["lambda_0 grows with s"]["verdict"] == "confirmed"
+    switch = next(r for name, r in claims.items() if "switch" in name and "1.5" in name)
+    assert "switch loss" in switch["measured"] and "highest later record" in switch["measured"]
+    assert (out / "hrta.png").exists() and (out / "summary.md").exists()
