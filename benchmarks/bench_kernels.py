@@ -13,8 +13,12 @@ kernel K(X, X) over the trained parameters):
 - ``matmul``: a plain (n x m) @ (m x n) product of the same dtype, the machine's attainable throughput.
 
 Each method runs in its own process, so its peak resident memory (VmHWM) is its own. The hidden-layer
-term of our kernel costs one n x m x n product (2 n^2 m flops), both layers two; ``% matmul`` is our flop
-rate over the plain product's. A competitor whose compiled plan (XLA memory analysis) exceeds
+term of our kernel costs one n x m x n product (2 n^2 m flops), both layers two; ``% matmul`` is that flop
+count per second over the plain product's rate. It can exceed 100%: for K(X, X) the kernel multiplies only
+the upper block triangle (with T row tiles, (T + 1) / (2 T) of the product, 5/8 at n >= 1024) and mirrors it.
+Memory columns: peak RSS is the whole process (JAX itself holds ~0.3 GiB); the XLA plan is arguments +
+outputs + temporaries of the compiled neural-tangents call, in GiB, while skip messages are in GB (1e9).
+A competitor whose compiled plan (XLA memory analysis) exceeds
 ``--memory-limit-gb`` is skipped with the figure it would need; one that runs past ``--competitor-timeout``
 is reported as timed out (and larger sizes of it are then skipped). The agreement column is
 max |K_nt - K_ours| / max |K_ours|. Last, one call at width ``--large-width`` (default 10^6, float32) checks
