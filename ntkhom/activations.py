@@ -107,7 +107,7 @@ _PHIS: dict[str, Callable[[], Phi]] = {
 PHI_NAMES = tuple(_PHIS)
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _phi_by_name(name: str) -> Phi:
     return _PHIS[name]()
 
@@ -159,6 +159,9 @@ def homotopy_stax_layer(s: float, phi: str | Phi = "relu"):
     if phi.slopes is not None:
         a, b = phi.slopes
         return stax.ABRelu((1.0 - s) + s * a, (1.0 - s) + s * b)
-    return stax.ElementwiseNumerical(
-        lambda x: homotopy(x, s, phi), deg=NUMERICAL_KERNEL_DEGREE, df=lambda x: homotopy_derivative(x, s, phi)
-    )
+    with warnings.catch_warnings():
+        # neural-tangents warns on every numerical layer; ntkhom documents it once (module docstring).
+        warnings.filterwarnings("ignore", message="Numerical Activation Layer")
+        return stax.ElementwiseNumerical(
+            lambda x: homotopy(x, s, phi), deg=NUMERICAL_KERNEL_DEGREE, df=lambda x: homotopy_derivative(x, s, phi)
+        )

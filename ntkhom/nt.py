@@ -24,8 +24,6 @@ import importlib
 import sys
 import types
 
-import jax
-
 __all__ = [
     "NtkImplementation",
     "StructuredDerivativesUnavailable",

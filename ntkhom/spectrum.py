@@ -1,0 +1,149 @@
+"""Kernel spectra in float64, each number reported with the numerical floor below which it means nothing.
+
+The smallest NTK eigenvalue is often 1e-5 of the largest, so eigenvalues are always computed in float64
+(NumPy/LAPACK, whatever JAX's x64 flag). The floor is what rounding in the kernel itself allows: a symmetric
+matrix known to relative precision eps has eigenvalues known only to about ||K||_2 * n * eps, so
+
+    floor = n * eps(kernel dtype) * lambda_max.
+
+An eigenvalue below the floor is reported as unresolved (an upper bound), never with false digits. Pass
+``dtype=`` when the matrix was computed in lower precision than the array you hand over.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = ["Eigenvalue", "Spectrum", "numerical_floor", "spectrum", "lambda_min", "lambda_max",
+           "condition_number", "check_kernel"]
+
+#: Relative asymmetry above which a "kernel" is refused as not symmetric.
+SYMMETRY_TOLERANCE = 1e-5
+
+
+def numerical_floor(lambda_max: float, n: int, dtype) -> float:
+    """n * eps(dtype) * lambda_max: eigenvalues below this are not resolved by a kernel computed in dtype."""
+    return float(n) * float(np.finfo(np.dtype(dtype)).eps) * abs(float(lambda_max))
+
+
+def check_kernel(K, name: str = "K") -> np.ndarray:
+    """K as a float64 NumPy array, or ValueError if it is not a finite, square, symmetric matrix."""
+    array = np.asarray(K)
+    if array.ndim != 2 or array.shape[0] != array.shape[1] or array.shape[0] == 0:
+        raise ValueError(f"{name} must be a non-empty square matrix, got shape {array.shape}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError(f"{name} contains non-finite values (NaN or inf)")
+    array = array.astype(np.float64)
+    scale = max(np.max(np.abs(array)), np.finfo(np.float64).tiny)
+    asymmetry = np.max(np.abs(array - array.T)) / scale
+    if asymmetry > SYMMETRY_TOLERANCE:
+        raise ValueError(f"{name} is not symmetric (max |K - K^T| / max |K| = {asymmetry:.2e})")
+    return 0.5 * (array + array.T)
+
+
+class Eigenvalue(NamedTuple):
+    """One eigenvalue with the floor of its computation; ``resolved`` is False when value <= floor."""
+
+    value: float
+    floor: float
+
+    @property
+    def resolved(self) -> bool:
+        return self.value > self.floor
+
+    def __str__(self) -> str:
+        if self.resolved:
+            return f"{self.value:.6g} (floor {self.floor:.1e})"
+        return f"< {self.floor:.1e} (unresolved: at or below the numerical floor)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Spectrum:
+    """All eigenvalues (ascending, float64) of a symmetric kernel, with its numerical floor."""
+
+    eigenvalues: np.ndarray
+    floor: float
+    kernel_dtype: str
+
+    @property
+    def n(self) -> int:
+        return int(self.eigenvalues.shape[0])
+
+    @property
+    def lambda_min(self) -> Eigenvalue:
+        return Eigenvalue(float(self.eigenvalues[0]), self.floor)
+
+    @property
+    def lambda_max(self) -> Eigenvalue:
+        return Eigenvalue(float(self.eigenvalues[-1]), self.floor)
+
+    @property
+    def resolved(self) -> bool:
+        """Whether lambda_min is above the floor."""
+        return self.lambda_min.resolved
+
+    @property
+    def condition(self) -> float:
+        """lambda_max / lambda_min; inf when lambda_min is unresolved (the true value is at least
+        lambda_max / floor, see :attr:`condition_lower_bound`)."""
+        return float(self.eigenvalues[-1] / self.eigenvalues[0]) if self.resolved else float("inf")
+
+    @property
+    def condition_lower_bound(self) -> float:
+        return float(self.eigenvalues[-1] / max(self.eigenvalues[0], self.floor, np.finfo(float).tiny))
+
+    def summary(self) -> dict:
+        """Plain numbers for JSON/CSV: unresolved values are None, with the floor beside them."""
+        return {
+            "n": self.n,
+            "lambda_min": self.lambda_min.value if self.resolved else None,
+            "lambda_max": self.lambda_max.value,
+            "condition": self.condition if self.resolved else None,
+            "floor": self.floor,
+            "resolved": self.resolved,
+            "kernel_dtype": self.kernel_dtype,
+        }
+
+    def __str__(self) -> str:
+        cond = f"{self.condition:.4g}" if self.resolved else f"> {self.condition_lower_bound:.3g}"
+        return (f"Spectrum(n={self.n}, lambda_min={self.lambda_min}, lambda_max={self.eigenvalues[-1]:.6g}, "
+                f"condition={cond}, kernel dtype {self.kernel_dtype})")
+
+
+def _kernel_dtype(K, dtype) -> np.dtype:
+    if dtype is not None:
+        return np.dtype(dtype)
+    source = np.dtype(getattr(K, "dtype", np.float64))
+    return source if np.issubdtype(source, np.floating) else np.dtype(np.float64)
+
+
+def spectrum(K, *, dtype=None) -> Spectrum:
+    """Every eigenvalue of a symmetric kernel matrix, in float64, with its floor.
+
+    Args:
+      K: (n, n) symmetric matrix (JAX or NumPy, any float dtype).
+      dtype: the precision K was computed in, if lower than K's own dtype (sets the floor).
+    """
+    kernel_dtype = _kernel_dtype(K, dtype)
+    array = check_kernel(K)
+    eigenvalues = np.linalg.eigvalsh(array)
+    floor = numerical_floor(max(abs(eigenvalues[-1]), abs(eigenvalues[0])), array.shape[0], kernel_dtype)
+    return Spectrum(eigenvalues, floor, kernel_dtype.name)
+
+
+def lambda_min(K, *, dtype=None) -> Eigenvalue:
+    """Smallest eigenvalue (float64) with its floor."""
+    return spectrum(K, dtype=dtype).lambda_min
+
+
+def lambda_max(K, *, dtype=None) -> Eigenvalue:
+    """Largest eigenvalue (float64) with its floor."""
+    return spectrum(K, dtype=dtype).lambda_max
+
+
+def condition_number(K, *, dtype=None) -> float:
+    """lambda_max / lambda_min, or inf where lambda_min is below the floor."""
+    return spectrum(K, dtype=dtype).condition

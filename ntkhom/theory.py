@@ -1,0 +1,257 @@
+"""What the kernel predicts for gradient training, to hold measured loss curves against.
+
+Conventions (those of :mod:`ntkhom.losses` and :mod:`ntkhom.kernels`): the loss is L = 1/2 ||r||^2 with the
+residual r = f(X) - y (n, k), and K (n, n) is the empirical NTK Gram matrix over the trained parameters.
+
+* Linearized dynamics (Jacot et al., NeurIPS 2018; Lee et al., NeurIPS 2019). Gradient descent with step
+  eta on the network linearized at its initialization moves the residual by r_{t+1} = (I - eta K) r_t, so
+  with K = V diag(lambda) V^T,
+
+      r_t = V diag((1 - eta lambda)^t) V^T r_0,      gradient flow: r(t) = V diag(exp(-lambda t)) V^T r_0.
+
+  :func:`linearized_loss` evaluates L_t = 1/2 ||r_t||^2 from this eigendecomposition (float64 NumPy).
+* Guarantees from lambda_0 = lambda_min(H) (Du, Zhai, Poczos, Singh, ICLR 2019, Theorems 4.1 and 5.1, for
+  wide enough networks): gradient flow ||r(t)||^2 <= exp(-lambda_0 t) ||r(0)||^2; gradient descent with a
+  small step ||r_k||^2 <= (1 - eta lambda_0 / 2)^k ||r_0||^2 (:func:`flow_bound`, :func:`gd_bound`). The
+  HRTA paper (Chen et al., ICLR 2024 submission) applies these stage by stage with lambda_0(s_p) of each
+  stage (:func:`stagewise_bound`).
+* The exact asymptotic rate of the linear model: the loss shrinks per step by the factor
+  max_i (1 - eta lambda_i)^2 over the eigen-directions the residual has weight in (:func:`predicted_rate`);
+  gradient descent is stable only for eta < 2 / lambda_max (:func:`step_size_limit`).
+* :func:`fit_linear_rate` fits log L_t = a + t log(rho) to a measured curve, to compare with the above.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import numpy as np
+
+from ntkhom.spectrum import check_kernel, spectrum
+
+__all__ = [
+    "LinearRate",
+    "linearized_residuals",
+    "linearized_loss",
+    "flow_loss",
+    "gd_bound",
+    "flow_bound",
+    "stagewise_bound",
+    "stagewise_linearized_loss",
+    "predicted_rate",
+    "step_size_limit",
+    "fit_linear_rate",
+    "network_kernel",
+    "relative_deviation",
+]
+
+
+def _residual(r0, n: int) -> np.ndarray:
+    r = np.asarray(r0, dtype=np.float64)
+    if r.ndim == 1:
+        r = r[:, None]
+    if r.ndim != 2 or r.shape[0] != n:
+        raise ValueError(f"the residual must have shape ({n},) or ({n}, k) to match the kernel, got {r.shape}")
+    if not np.all(np.isfinite(r)):
+        raise ValueError("the residual contains non-finite values")
+    return r
+
+
+def _steps(steps) -> np.ndarray:
+    t = np.asarray(steps, dtype=np.float64)
+    if t.ndim != 1 or np.any(t < 0) or not np.all(np.isfinite(t)):
+        raise ValueError("steps (or times) must be a 1-D array of finite non-negative numbers")
+    return t
+
+
+def _positive(name: str, value) -> float:
+    value = float(value)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value}")
+    return value
+
+
+def _eigen(K):
+    array = check_kernel(K)
+    eigenvalues, vectors = np.linalg.eigh(array)
+    return eigenvalues, vectors
+
+
+def linearized_residuals(K, r0, learning_rate: float, steps) -> np.ndarray:
+    """r_t = (I - eta K)^t r_0 for every t in ``steps``; shape (len(steps), n, k), float64."""
+    eigenvalues, V = _eigen(K)
+    r = _residual(r0, V.shape[0])
+    eta = _positive("learning_rate", learning_rate)
+    t = _steps(steps)
+    coeffs = V.T @ r  # (n, k)
+    factors = (1 - eta * eigenvalues)[None, :] ** t[:, None]  # integer t: a negative base is fine
+    return np.einsum("ij,tj,jk->tik", V, factors, coeffs)
+
+
+def linearized_loss(K, r0, learning_rate: float, steps) -> np.ndarray:
+    """Predicted loss L_t = 1/2 ||(I - eta K)^t r_0||^2 for t in ``steps``, shape (len(steps),)."""
+    eigenvalues, V = _eigen(K)
+    r = _residual(r0, V.shape[0])
+    eta = _positive("learning_rate", learning_rate)
+    t = _steps(steps)
+    weights = np.sum((V.T @ r) ** 2, axis=1)  # squared residual weight of each eigen-direction
+    # (1 - eta lambda)^(2t) in logs, so long horizons neither overflow nor lose the tiny factors
+    log_factor = np.log(np.maximum(np.abs(1 - eta * eigenvalues), 1e-300))
+    with np.errstate(over="ignore"):
+        return 0.5 * np.exp(2 * t[:, None] * log_factor[None, :]) @ weights
+
+
+def flow_loss(K, r0, times) -> np.ndarray:
+    """Gradient-flow prediction L(t) = 1/2 ||exp(-K t) r_0||^2, shape (len(times),)."""
+    eigenvalues, V = _eigen(K)
+    r = _residual(r0, V.shape[0])
+    t = _steps(times)
+    weights = np.sum((V.T @ r) ** 2, axis=1)
+    return 0.5 * np.exp(-2 * t[:, None] * eigenvalues[None, :]) @ weights
+
+
+def gd_bound(lambda_0: float, learning_rate: float, steps, loss0: float) -> np.ndarray:
+    """Du et al.'s GD guarantee, L_k <= (1 - eta lambda_0 / 2)^k L_0, for k in ``steps``."""
+    eta = _positive("learning_rate", learning_rate)
+    lam = float(lambda_0)
+    if not (math.isfinite(lam) and lam >= 0):
+        raise ValueError(f"lambda_0 must be a finite non-negative number, got {lambda_0}")
+    factor = 1 - eta * lam / 2
+    if factor < 0:
+        raise ValueError(f"eta lambda_0 / 2 = {eta * lam / 2:.3g} > 1: the step is outside the bound's range")
+    return float(loss0) * factor ** _steps(steps)
+
+
+def flow_bound(lambda_0: float, times, loss0: float) -> np.ndarray:
+    """Du et al.'s gradient-flow guarantee, L(t) <= exp(-lambda_0 t) L(0)."""
+    lam = float(lambda_0)
+    if not (math.isfinite(lam) and lam >= 0):
+        raise ValueError(f"lambda_0 must be a finite non-negative number, got {lambda_0}")
+    return float(loss0) * np.exp(-lam * _steps(times))
+
+
+def stagewise_bound(stages, loss0: float) -> tuple[np.ndarray, np.ndarray]:
+    """The GD guarantee stage by stage: stage p with (lambda_0_p, eta_p, steps_p) multiplies the bound by
+    (1 - eta_p lambda_0_p / 2) per step. Returns (steps (T+1,), bound (T+1,)) over all stages.
+
+    The bound assumes the loss is continuous at a stage change; when s jumps, the network function changes
+    and the measured loss can jump above it (see :mod:`ntkhom.solvers.hrta`), so experiments restart the
+    bound from the measured loss after each switch with ``loss0`` of that stage.
+    """
+    if len(stages) == 0:
+        raise ValueError("stagewise_bound needs at least one stage")
+    steps_all, bounds = [np.zeros(1)], [np.array([float(loss0)])]
+    current, offset = float(loss0), 0
+    for lam, eta, n_steps in stages:
+        k = np.arange(1, int(n_steps) + 1)
+        values = gd_bound(lam, eta, k, current)
+        steps_all.append(offset + k)
+        bounds.append(values)
+        offset += int(n_steps)
+        current = float(values[-1]) if len(values) else current
+    return np.concatenate(steps_all), np.concatenate(bounds)
+
+
+def stagewise_linearized_loss(stages) -> tuple[np.ndarray, np.ndarray]:
+    """Linearized prediction stage by stage: each stage is (K_p, r_start_p, eta_p, steps_p), the kernel and
+    residual at the start of the stage (after the switch). Returns (steps, loss) with the stage-start point
+    of every stage included (steps repeat at a switch, where the loss may jump)."""
+    if len(stages) == 0:
+        raise ValueError("stagewise_linearized_loss needs at least one stage")
+    steps_all, losses, offset = [], [], 0
+    for K, r_start, eta, n_steps in stages:
+        k = np.arange(0, int(n_steps) + 1)
+        steps_all.append(offset + k)
+        losses.append(linearized_loss(K, r_start, eta, k))
+        offset += int(n_steps)
+    return np.concatenate(steps_all), np.concatenate(losses)
+
+
+def predicted_rate(K, learning_rate: float, r0=None, *, relative_weight: float = 1e-12) -> float:
+    """Asymptotic per-step loss factor of the linearized dynamics, max_i (1 - eta lambda_i)^2.
+
+    With ``r0`` only eigen-directions in which the residual has squared weight above ``relative_weight``
+    times the total count (directions the residual never sees cannot slow it down).
+    """
+    eigenvalues, V = _eigen(K)
+    eta = _positive("learning_rate", learning_rate)
+    factors = (1 - eta * eigenvalues) ** 2
+    if r0 is not None:
+        weights = np.sum((V.T @ _residual(r0, V.shape[0])) ** 2, axis=1)
+        factors = factors[weights > relative_weight * weights.sum()]
+    return float(np.max(factors))
+
+
+def step_size_limit(K) -> float:
+    """2 / lambda_max(K): gradient descent on the linearized model diverges for larger steps."""
+    lam_max = spectrum(K).lambda_max.value
+    if lam_max <= 0:
+        raise ValueError("the kernel has no positive eigenvalue; every step size is stable")
+    return 2.0 / lam_max
+
+
+@dataclasses.dataclass(frozen=True)
+class LinearRate:
+    """A linear-rate fit log L_t ~ intercept + t log(factor) over a window of a loss curve.
+
+    ``factor``: loss multiplier per step (rho < 1 converges); ``rate``: -log(factor) per step;
+    ``r2``: coefficient of determination of the fit in log space; ``window``: (first, last) step used.
+    """
+
+    factor: float
+    rate: float
+    intercept: float
+    r2: float
+    window: tuple[int, int]
+
+
+def fit_linear_rate(steps, loss, *, start: int | None = None, stop: int | None = None) -> LinearRate:
+    """Least-squares fit of log(loss) = a + b t over records with start <= t <= stop; factor = exp(b).
+
+    Records with non-positive or non-finite loss are refused (a rate needs a strictly positive curve);
+    at least three records must fall in the window.
+    """
+    t = np.asarray(steps, dtype=np.float64)
+    values = np.asarray(loss, dtype=np.float64)
+    if t.ndim != 1 or values.shape != t.shape:
+        raise ValueError(f"steps and loss must be 1-D of equal length, got {t.shape} and {values.shape}")
+    keep = np.ones_like(t, dtype=bool)
+    if start is not None:
+        keep &= t >= start
+    if stop is not None:
+        keep &= t <= stop
+    t, values = t[keep], values[keep]
+    if t.size < 3:
+        raise ValueError(f"need at least 3 records in the fit window, got {t.size}")
+    if not np.all(np.isfinite(values)) or np.any(values <= 0):
+        raise ValueError("the loss must be finite and strictly positive in the fit window")
+    logs = np.log(values)
+    slope, intercept = np.polyfit(t, logs, 1)
+    fitted = intercept + slope * t
+    total = np.sum((logs - logs.mean()) ** 2)
+    r2 = 1.0 - np.sum((logs - fitted) ** 2) / total if total > 0 else 1.0
+    return LinearRate(float(np.exp(slope)), float(-slope), float(intercept), float(r2), (int(t[0]), int(t[-1])))
+
+
+def network_kernel(model, params, x, s=None):
+    """The empirical NTK of ``model`` at ``params`` on inputs x (n, d): the fast structured two-layer kernel
+    when the network has one hidden layer, neural-tangents' Jacobian contraction otherwise."""
+    from ntkhom.kernels import empirical_ntk, empirical_ntk_two_layer
+
+    if model.depth == 1:
+        return empirical_ntk_two_layer(model, params, x, s=s)
+    return empirical_ntk(model, params, x, s=s)
+
+
+def relative_deviation(measured, predicted, loss0: float | None = None) -> float:
+    """sup_t |L_measured(t) - L_predicted(t)| / L(0): how far a measured curve strays from its prediction,
+    relative to the initial loss (``loss0``, default ``measured[0]``)."""
+    a = np.asarray(measured, dtype=np.float64)
+    b = np.asarray(predicted, dtype=np.float64)
+    if a.shape != b.shape:
+        raise ValueError(f"measured and predicted curves differ in shape: {a.shape} vs {b.shape}")
+    reference = float(a[0]) if loss0 is None else float(loss0)
+    if not reference > 0:
+        raise ValueError("the reference (initial) loss must be positive")
+    return float(np.max(np.abs(a - b)) / reference)

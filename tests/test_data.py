@@ -1,0 +1,47 @@
+import jax
+import numpy as np
+import pytest
+
+from ntkhom import data
+
+
+def test_sphere_and_circle_have_unit_norm_and_are_reproducible():
+    key = jax.random.PRNGKey(3)
+    x = data.sphere(key, 20, 6)
+    np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, rtol=1e-12)
+    np.testing.assert_array_equal(x, data.sphere(key, 20, 6))
+    c = data.circle(key, 10)
+    np.testing.assert_allclose(np.linalg.norm(c, axis=1), 1.0, rtol=1e-12)
+    assert c.shape == (10, 3)
+
+
+@pytest.mark.parametrize("name", data.DATASETS)
+def test_every_dataset_loads_finite_and_split(name):
+    ds = data.load(name, n=60, test_fraction=0.25)
+    assert ds.x.shape[0] + ds.x_test.shape[0] == 60 or name in ("diabetes",) or ds.x.shape[0] > 0
+    assert np.all(np.isfinite(ds.x)) and np.all(np.isfinite(ds.y))
+    assert ds.y.shape[0] == ds.x.shape[0] and ds.y_test.shape[0] == ds.x_test.shape[0]
+    np.testing.assert_allclose(np.linalg.norm(ds.x, axis=1), 1.0, rtol=1e-10)
+
+
+def test_standardize_centres_features():
+    x = data.normalize(np.random.default_rng(0).normal(3.0, 2.0, size=(50, 4)), "standardize")
+    np.testing.assert_allclose(np.mean(x, axis=0), 0.0, atol=1e-12)
+    np.testing.assert_allclose(np.std(x, axis=0), 1.0, rtol=1e-12)
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda: data.load("mnist"), "unknown dataset 'mnist'"),
+        (lambda: data.normalize(np.ones((2, 2)), "l3"), "unknown normalization"),
+        (lambda: data.sphere(jax.random.PRNGKey(0), 0, 3), "n >= 1"),
+        (lambda: data.check_inputs(np.ones((2, 2, 2))), "2-D"),
+        (lambda: data.check_inputs([[1.0, np.inf]]), "non-finite"),
+        (lambda: data.check_targets(np.ones(3), 4), "3 rows but the inputs have 4"),
+        (lambda: data.check_targets([np.nan, 1.0], 2), "non-finite"),
+    ],
+)
+def test_bad_input_is_named(call, message):
+    with pytest.raises(ValueError, match=message):
+        call()

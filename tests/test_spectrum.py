@@ -1,0 +1,44 @@
+import numpy as np
+import pytest
+
+from ntkhom.spectrum import check_kernel, condition_number, lambda_min, numerical_floor, spectrum
+
+
+def _kernel_with_eigenvalues(values, seed=0):
+    q, _ = np.linalg.qr(np.random.default_rng(seed).normal(size=(len(values), len(values))))
+    return (q * values) @ q.T
+
+
+def test_known_spectrum_recovered_in_float64():
+    values = np.geomspace(1e-9, 1.0, 40)
+    s = spectrum(_kernel_with_eigenvalues(values))
+    np.testing.assert_allclose(s.eigenvalues, values, rtol=1e-5, atol=1e-15)
+    assert s.resolved and s.kernel_dtype == "float64"
+    np.testing.assert_allclose(s.condition, 1e9, rtol=1e-4)
+
+
+def test_float32_kernel_below_its_floor_is_flagged_not_printed():
+    values = np.geomspace(1e-9, 1.0, 40)
+    K32 = _kernel_with_eigenvalues(values).astype(np.float32)
+    s = spectrum(K32)
+    assert s.floor == pytest.approx(numerical_floor(1.0, 40, np.float32), rel=1e-3)
+    assert not s.resolved
+    assert "unresolved" in str(s.lambda_min) and "1e-09" not in str(s.lambda_min)
+    assert s.summary()["lambda_min"] is None and np.isinf(s.condition)
+    assert condition_number(K32) == float("inf")
+
+
+def test_dtype_override_sets_the_floor():
+    K = _kernel_with_eigenvalues(np.geomspace(1e-6, 1.0, 30))
+    assert lambda_min(K).resolved
+    assert not lambda_min(K, dtype=np.float16).resolved
+
+
+@pytest.mark.parametrize(
+    ("K", "message"),
+    [(np.ones((2, 3)), "square"), (np.array([[1.0, 2.0], [0.0, 1.0]]), "not symmetric"),
+     (np.array([[np.nan, 0.0], [0.0, 1.0]]), "non-finite"), (np.zeros((0, 0)), "non-empty")],
+)
+def test_bad_kernels_are_refused(K, message):
+    with pytest.raises(ValueError, match=message):
+        check_kernel(K)
