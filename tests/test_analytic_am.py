@@ -29,6 +29,7 @@ hidden_step = jax.jit(_hidden_step, static_argnums=(4,), static_argnames=("hidde
 
 
 def _problem(seed=0, n=60, d=3, width=6, k=1, phi="leaky_relu", s=1.0):
+    # n k = 120 > h (d + 1) = 24 by default: the fits below are not interpolations
     kx, ky, kp = jax.random.split(jax.random.PRNGKey(seed), 3)
     x = jax.random.normal(kx, (n, d))
     y = jax.random.normal(ky, (n, k))
@@ -66,8 +67,8 @@ def test_output_step_is_the_least_squares_critical_point(phi):
     assert float(jnp.linalg.norm(gradient) / jnp.linalg.norm(H.T @ y)) < 1e-10
 
 
-@pytest.mark.parametrize("hidden", ["cg", "dense"])
-@pytest.mark.parametrize("phi,s", [("leaky_relu", 1.0), ("relu", 1.0), ("relu", 0.6)])
+@pytest.mark.parametrize("hidden", ["cg", "dual", "dense"])
+@pytest.mark.parametrize("phi,s", [("leaky_relu", 1.0), ("relu", 0.6)])
 def test_joint_hidden_step_is_the_frozen_pattern_critical_point(hidden, phi, s):
     model, x, y, params = _problem(seed=1, k=2, phi=phi, s=s)
     xa = augment(x, True)
@@ -81,17 +82,35 @@ def test_joint_hidden_step_is_the_frozen_pattern_critical_point(hidden, phi, s):
     np.testing.assert_allclose(jax.grad(_frozen_loss)(new.W, S, new, xa, y), g_new, atol=1e-9)
 
 
-def test_cg_and_dense_give_the_same_minimum_norm_correction_and_leave_dead_neurons_alone():
-    model, x, y, params = _problem(seed=2, n=40, width=5, phi="relu")
+def test_dual_and_dense_give_the_minimum_norm_correction_and_dead_neurons_stay():
+    # n = 16 < h (d + 1) = 20: an under-determined system, so "minimum norm" is what singles out the answer
+    model, x, y, params = _problem(seed=2, n=16, width=5, phi="relu")
     xa = augment(x, True)
     weights = output_step(from_params(model, params), xa, y, 1.0, model.phi)
     dead_row = jnp.array([0.3, -0.2, 0.1, -100.0])  # negative on every sample: zero columns in J
     weights = weights._replace(W=weights.W.at[2].set(dead_row))
+    S = pattern(xa @ weights.W.T, 1.0, model.phi)
+    dense, _ = hidden_step(weights, xa, y, 1.0, model.phi, hidden="dense")
+    dual, _ = hidden_step(weights, xa, y, 1.0, model.phi, hidden="dual")
     cg, info = hidden_step(weights, xa, y, 1.0, model.phi, hidden="cg")
+    np.testing.assert_allclose(dual.W, dense.W, atol=1e-8)
+    for new in (dense, dual, cg):
+        np.testing.assert_allclose(new.W[2], dead_row, atol=1e-12)
+        # the frozen-pattern fit interpolates (rank 13 < 16 equations, but y was fitted by V already)
+        g = frozen_pattern_gradient(new, S, xa, y)
+        assert float(jnp.linalg.norm(g) / jnp.linalg.norm(frozen_pattern_gradient(weights, S, xa, y))) < 1e-6
+    # Jacobi-preconditioned CG picks the correction of least D-weighted norm, D = diag(J^T J): not the same
+    assert float(jnp.sum((dense.W - weights.W) ** 2)) <= float(jnp.sum((cg.W - weights.W) ** 2))
+    assert float(info["relative_residual"]) < 1e-10
+
+
+def test_cg_and_dense_agree_when_the_system_has_full_rank():
+    model, x, y, params = _problem(seed=7, n=50, width=4, k=2)
+    xa = augment(x, True)
+    weights = output_step(from_params(model, params), xa, y, 1.0, model.phi)
+    cg, _ = hidden_step(weights, xa, y, 1.0, model.phi, hidden="cg")
     dense, _ = hidden_step(weights, xa, y, 1.0, model.phi, hidden="dense")
     np.testing.assert_allclose(cg.W, dense.W, atol=1e-7)
-    np.testing.assert_allclose(cg.W[2], dead_row, atol=1e-12)
-    assert float(info["relative_residual"]) < 1e-10
 
 
 def test_neuron_step_solves_each_neuron_exactly():
@@ -112,7 +131,7 @@ def test_neuron_step_solves_each_neuron_exactly():
     np.testing.assert_allclose(a.W, b.W, atol=1e-9)
 
 
-@pytest.mark.parametrize("hidden", ["cg", "dense", "neuron"])
+@pytest.mark.parametrize("hidden", ["cg", "dual", "neuron"])
 def test_frozen_pattern_hidden_step_never_increases_the_loss(hidden):
     for seed in range(4):
         model, x, y, params = _problem(seed=10 + seed, phi="relu")

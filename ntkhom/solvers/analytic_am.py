@@ -25,10 +25,17 @@ One iteration (:func:`analytic_am`'s ``step``):
    a system of size h (d + 1) whose matrix has the Khatri-Rao block structure
    block (j, l) = (v_j . v_l) X~^T diag(S_j S_l) X~. Three solvers (``hidden=``):
 
-   * ``"cg"`` (default): Jacobi-preconditioned conjugate gradients started at Delta = 0, with matrix-free
+   * ``"cg"``: Jacobi-preconditioned conjugate gradients started at Delta = 0, with matrix-free
      products J^T J Delta in O(n h (d + k)) time and O(n h) memory; the normal matrix is never formed. From
-     0 the iterates stay in range(J^T), so with ridge = 0 the limit is the minimum-norm correction and the
-     components of W that the data cannot see (dead neurons, v_j = 0) are left unchanged.
+     0 the iterates stay in D^-1 range(J^T), D = diag(J^T J): with full column rank this is the unique
+     solution; otherwise it is an exact critical point of least D-weighted norm (not the Euclidean
+     minimum-norm one of ``"dual"``/``"dense"``), and the rows of W the data cannot see (dead neurons,
+     v_j = 0) are left unchanged.
+   * ``"dual"``: the same minimum-norm correction through the n k x n k dual system, practical when
+     n k < h (d + 1) (over-parameterized fits): Delta = J^T alpha with (J J^T + ridge I) alpha = R and
+     J J^T [(i, k), (i', k')] = (x~_i . x~_i') sum_j S_ij S_i'j V_jk V_jk', solved by an eigenvalue-based
+     pseudo-inverse; O(n^2 k^2 h + n^3 k^3) time. ``"auto"`` (default) takes ``"dual"`` when
+     n k <= min(h (d + 1), 2000), else ``"cg"``.
    * ``"dense"``: the minimum-norm least-squares solution of J Delta = R from the explicit n k x h (d + 1)
      Jacobian (reference; O(n k h^2 d^2) time, O(n k h d) memory).
    * ``"neuron"``: block-coordinate (Gauss-Seidel) over neurons: for j = 1..h in turn the exact
@@ -74,9 +81,12 @@ __all__ = [
     "hidden_step",
     "frozen_pattern_gradient",
     "pattern",
+    "resolve_hidden",
 ]
 
-HIDDEN_SOLVERS = ("cg", "dense", "neuron")
+HIDDEN_SOLVERS = ("auto", "cg", "dual", "dense", "neuron")
+#: Largest dual system (n k) that ``"auto"`` solves directly.
+DUAL_LIMIT = 2000
 SAFEGUARDS = ("damp", "reject", "none")
 
 
@@ -245,6 +255,26 @@ def _hidden_correction_dense(weights, S, xa, R, ridge):
     return delta
 
 
+def _hidden_correction_dual(weights, S, xa, R, ridge):
+    n, k = R.shape
+    gram = xa @ xa.T
+    kernel = jnp.einsum("ij,pj,jk,jm->ikpm", S, S, weights.V, weights.V) * gram[:, None, :, None]
+    kernel = kernel.reshape(n * k, n * k)
+    if ridge is not None:
+        kernel = kernel + ridge * jnp.eye(n * k, dtype=kernel.dtype)
+    alpha = jnp.linalg.pinv(kernel, hermitian=True) @ R.reshape(-1)
+    return _vjp(alpha.reshape(n, k), xa, S, weights.V)
+
+
+def resolve_hidden(hidden: str, n: int, k: int, h: int, d_aug: int) -> str:
+    """The concrete hidden solver ``"auto"`` stands for at these sizes (see the module docstring)."""
+    if hidden not in HIDDEN_SOLVERS:
+        raise ValueError(f"unknown hidden solver {hidden!r}; choose one of {HIDDEN_SOLVERS}")
+    if hidden != "auto":
+        return hidden
+    return "dual" if n * k <= min(h * d_aug, DUAL_LIMIT) else "cg"
+
+
 def _hidden_correction_neuron(weights, S, xa, R, ridge):
     h = weights.W.shape[0]
 
@@ -267,14 +297,13 @@ def _hidden_correction_neuron(weights, S, xa, R, ridge):
     return delta
 
 
-def hidden_step(weights: TwoLayerWeights, xa, y, s, phi: Phi, *, hidden: str = "cg", ridge=0.0,
+def hidden_step(weights: TwoLayerWeights, xa, y, s, phi: Phi, *, hidden: str = "auto", ridge=0.0,
                 tol: float = 1e-10, maxiter: int = 1000):
     """Frozen-pattern hidden step: returns (W + Delta, info) with Delta from the module docstring's solvers.
 
     ``info`` has ``cg_iterations`` and ``relative_residual`` (``"cg"`` only; 0 otherwise). No safeguard here.
     """
-    if hidden not in HIDDEN_SOLVERS:
-        raise ValueError(f"unknown hidden solver {hidden!r}; choose one of {HIDDEN_SOLVERS}")
+    hidden = resolve_hidden(hidden, y.shape[0], y.shape[1], *weights.W.shape)
     S = pattern(xa @ weights.W.T, s, phi)
     R = y - forward(weights, xa, s, phi)
     zero = jnp.zeros((), jnp.int32)
@@ -284,6 +313,8 @@ def hidden_step(weights: TwoLayerWeights, xa, y, s, phi: Phi, *, hidden: str = "
         info = {"cg_iterations": k, "relative_residual": rel}
     elif hidden == "dense":
         delta = _hidden_correction_dense(weights, S, xa, R, _optional_ridge(ridge))
+    elif hidden == "dual":
+        delta = _hidden_correction_dual(weights, S, xa, R, _optional_ridge(ridge))
     else:
         delta = _hidden_correction_neuron(weights, S, xa, R, _optional_ridge(ridge))
     return weights._replace(W=weights.W + delta), info
@@ -325,7 +356,7 @@ def analytic_am(
     x,
     y,
     *,
-    hidden: str = "cg",
+    hidden: str = "auto",
     safeguard: str = "damp",
     ridge: float = 0.0,
     cg_tol: float = 1e-10,
@@ -338,7 +369,8 @@ def analytic_am(
       model: a one-hidden-layer :class:`HomotopyMLP` with a piecewise-linear phi (e.g. :func:`am_model`);
         its parameters are the solver's ``params``; ``state["s"]`` (default ``model.s``) is the homotopy s.
       x: inputs (n, d), n >= 2; y: targets (n,) or (n, k). Float64 recommended (exactness is to 1e-10).
-      hidden: ``"cg"``, ``"dense"`` or ``"neuron"``; safeguard: ``"damp"``, ``"reject"`` or ``"none"``.
+      hidden: ``"auto"``, ``"cg"``, ``"dual"``, ``"dense"`` or ``"neuron"``.
+      safeguard: ``"damp"``, ``"reject"`` or ``"none"``.
       ridge: proximal weight of the hidden step (0: exact minimum-norm critical point).
       cg_tol, cg_maxiter: relative residual target and iteration cap of CG.
 
@@ -360,6 +392,7 @@ def analytic_am(
     hidden_bias = model.b_std is not None
     output_bias = model.out_b_std is not None
     xa = augment(x, hidden_bias)
+    hidden = resolve_hidden(hidden, y.shape[0], y.shape[1], model.widths[0], xa.shape[1])
     phi = model.phi
     ridge_value = ridge if ridge > 0 else 0.0
 
