@@ -262,7 +262,11 @@ def _hidden_correction_dual(weights, S, xa, R, ridge):
     kernel = kernel.reshape(n * k, n * k)
     if ridge is not None:
         kernel = kernel + ridge * jnp.eye(n * k, dtype=kernel.dtype)
-    alpha = jnp.linalg.pinv(kernel, hermitian=True) @ R.reshape(-1)
+    # pseudo-inverse by eigendecomposition: eigenvalues below n k eps lambda_max are treated as zero
+    eigenvalues, vectors = jnp.linalg.eigh(kernel)
+    floor = n * k * jnp.finfo(kernel.dtype).eps * jnp.max(jnp.abs(eigenvalues))
+    inverse = jnp.where(eigenvalues > floor, 1.0 / jnp.where(eigenvalues > floor, eigenvalues, 1.0), 0.0)
+    alpha = vectors @ (inverse * (vectors.T @ R.reshape(-1)))
     return _vjp(alpha.reshape(n, k), xa, S, weights.V)
 
 
