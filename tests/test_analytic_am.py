@@ -159,7 +159,7 @@ def test_safeguarded_loop_never_increases_the_loss_on_real_data(safeguard):
     data = load("diabetes", n=120, normalization="standardize")
     model = am_model(12, phi="relu")
     solver = analytic_am(model, data.x, data.y, safeguard=safeguard)
-    losses, _ = _losses(solver, model.init(jax.random.PRNGKey(0), data.d), 25)
+    losses, _ = _losses(solver, model.init(jax.random.PRNGKey(0), data.d), 15)
     # the first entry is at the random init; from the first output step on the sequence is monotone
     assert np.all(np.diff(losses[1:]) <= 1e-10 * losses[1:-1])
     if safeguard == "damp":  # "reject" is deterministic: after one rejection it stays where it is
@@ -178,14 +178,13 @@ def test_without_safeguard_the_pattern_change_can_increase_the_loss():
     assert increased
 
 
-@pytest.mark.parametrize("hidden", ["cg", "dense"])
-def test_realizable_teacher_is_fitted_to_zero_loss(hidden):
+def test_realizable_teacher_is_fitted_to_zero_loss():
     kx, kt, ks = jax.random.split(jax.random.PRNGKey(5), 3)
     x = jax.random.normal(kx, (150, 4))
     teacher = am_model(3, phi="leaky_relu")
     y = teacher.apply(teacher.init(kt, 4), x)
     student = am_model(6, phi="leaky_relu")  # h (d + 1) = 30 < n = 150: fitting is not interpolation
-    solver = analytic_am(student, x, y, hidden=hidden)
+    solver = analytic_am(student, x, y)  # "auto": CG here, since n k > h (d + 1)
     losses, _ = _losses(solver, student.init(ks, 4), 80)
     assert losses[-1] < 1e-12 * float(jnp.sum(y**2))
 

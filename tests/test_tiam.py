@@ -27,8 +27,10 @@ def _regression(n=40, d=3, seed=0, widths=(8,), k=1):
     return model, x, y, model.init(kp, d)
 
 
-def _run(solver, params, iterations):
+def _run(solver, params, iterations, p=None):
     state = solver.init(params)
+    if p is not None:  # the inertia weights are state: one compiled solver serves every p
+        state = dict(state, p=jnp.asarray(p, state["p"].dtype))
     step = jax.jit(solver.step)
     metrics = jax.jit(solver.metrics)
     history = []
@@ -41,14 +43,14 @@ def _run(solver, params, iterations):
 
 def test_zero_inertia_tiam_is_exactly_plain_am():
     model, x, y, params = _regression(widths=(6, 5))
-    zero = tiam(model, x, y, p1=0.0, p2=0.0, p3=0.0, eps0=0.1, eps_decay=0.7)
-    a_params, a_state, _ = _run(zero, params, 12)
+    inertial = tiam(model, x, y, eps0=0.1, eps_decay=0.7)
+    a_params, a_state, _ = _run(inertial, params, 12, p=(0.0, 0.0, 0.0))
     b_params, b_state, _ = _run(plain_am(model, x, y, eps0=0.1, eps_decay=0.7), params, 12)
     for a, b in zip(jax.tree.leaves((a_params, a_state["z"], a_state["a"])),
                     jax.tree.leaves((b_params, b_state["z"], b_state["a"])), strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-13)
     # and any inertia moves it off that path
-    c_params, _, _ = _run(tiam(model, x, y, p1=0.0, p2=0.0, p3=0.2, eps0=0.1, eps_decay=0.7), params, 12)
+    c_params, _, _ = _run(inertial, params, 12, p=(0.0, 0.0, 0.2))
     assert float(jnp.max(jnp.abs(c_params[0]["W"] - b_params[0]["W"]))) > 1e-6
 
 
@@ -108,8 +110,10 @@ def test_plain_am_never_increases_the_penalty_objective_at_fixed_eps():
 
 def test_inertial_variants_train_the_network_and_keep_the_constraints():
     model, x, y, params = _regression(seed=4)
-    for solver in (tiam(model, x, y), ipalm(model, x, y)):
-        _, state, history = _run(solver, params, 30)
+    solver = tiam(model, x, y)
+    assert ipalm(model, x, y).init(params)["p"][2] == 0.0
+    for p in ((0.3, 0.3, 0.2), (0.3, 0.3, 0.0)):  # TIAM's default and iPALM's
+        _, state, history = _run(solver, params, 30, p=p)
         assert history[-1]["loss"] < 0.3 * float(solver.loss(params, solver.init(params)))
         assert history[-1]["constraint_violation"] <= float(state["eps"]) + 1e-12
 

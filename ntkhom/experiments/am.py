@@ -71,7 +71,7 @@ class Budget:
 
 
 DEFAULT_BUDGET = Budget(am=40, split=300, gradient=2000)
-QUICK_BUDGET = Budget(am=8, split=30, gradient=200, records=8)
+QUICK_BUDGET = Budget(am=6, split=20, gradient=100, records=5)
 
 
 def minibatch_sgd(model: HomotopyMLP, x, y, *, learning_rate: float, batch_size: int = SGD_BATCH,
