@@ -132,7 +132,7 @@ def hidden_part(sizes) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--skip-targets", action="store_true")
+    parser.add_argument("--skip-targets", action="store_true", help="only the hidden-step timings")
     args = parser.parse_args()
     header()
     if args.quick:
@@ -142,9 +142,9 @@ def main() -> None:
         return
     hidden_part([
         (500, 19, 50, ("cg", "dual", "dense")),      # h (d + 1) = 1000
-        (2000, 49, 100, ("cg", "dual", "dense")),    # h (d + 1) = 5000
-        (4000, 49, 200, ("cg", "dual")),             # h (d + 1) = 10000, n < h (d + 1)
-        (20000, 49, 200, ("cg",)),                   # h (d + 1) = 10000, n > h (d + 1)
+        (2000, 49, 100, ("cg", "dual", "dense")),    # h (d + 1) = 5000, n < h (d + 1)
+        (3000, 49, 200, ("cg", "dual")),             # h (d + 1) = 10000, n < h (d + 1)
+        (12000, 49, 200, ("cg",)),                   # h (d + 1) = 10000, n > h (d + 1)
     ])
     if not args.skip_targets:
         targets_part(list(DATASETS), 2, 32, DEFAULT_BUDGET)

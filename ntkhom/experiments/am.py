@@ -70,7 +70,7 @@ class Budget:
     records: int = 40
 
 
-DEFAULT_BUDGET = Budget(am=40, split=300, gradient=2000)
+DEFAULT_BUDGET = Budget(am=30, split=200, gradient=1500, records=30)
 QUICK_BUDGET = Budget(am=6, split=20, gradient=100, records=5)
 
 
@@ -319,7 +319,7 @@ def compare(args, methods: list[str], settings: dict[str, Any], tiam_grid=None):
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
-    parser.add_argument("--seeds", type=int, default=3, help="seeds per method and setting")
+    parser.add_argument("--seeds", type=int, default=2, help="seeds per method and setting")
     parser.add_argument("--width", type=int, default=32, help="hidden units of the two-layer network")
     parser.add_argument("--am-iterations", type=int, default=DEFAULT_BUDGET.am)
     parser.add_argument("--split-iterations", type=int, default=DEFAULT_BUDGET.split,
