@@ -7,9 +7,9 @@ a grid of (p1, p2, p3) that separates the three extrapolations: the default (0.3
 inertia (0.5, 0.5, 0.3), mostly the third step (0.2, 0.2, 0.5) and the third step alone (0, 0, 0.3);
 iPALM is (0.3, 0.3, 0) and plain AM (0, 0, 0).
 
-Iterations to a target: on each dataset the target is 1.01 times the larger of the two final training MSEs
-being compared (seed means), so both methods reach it; the count is the first recorded iteration at or
-below it, averaged over seeds.
+Iterations to a target: on each dataset the target is 1.01 times the largest final training MSE of any seed
+of the two methods compared, so every run reaches it; the count is the first recorded iteration at or below
+it, averaged over seeds.
 """
 
 from __future__ import annotations
@@ -50,13 +50,18 @@ def _curves(curves, dataset, method, setting):
     return [c for c in curves if c["dataset"] == dataset and c["method"] == method and c["setting"] == setting]
 
 
-def _final(rows) -> float:
+def _finals(rows) -> list[float]:
+    """The last recorded training MSE of every seed."""
     last = {}
     for row in rows:
         if row["seed"] not in last or row["iteration"] > last[row["seed"]]["iteration"]:
             last[row["seed"]] = row
-    values = [r["train_mse"] for r in last.values()]
-    return sum(values) / len(values) if values else math.inf
+    return [r["train_mse"] for r in last.values()] or [math.inf]
+
+
+def _final(rows) -> float:
+    values = _finals(rows)
+    return sum(values) / len(values)
 
 
 def iteration_rows(curves, datasets) -> list[dict]:
@@ -71,7 +76,8 @@ def iteration_rows(curves, datasets) -> list[dict]:
         for name, mine in variants:
             if not mine:
                 continue
-            target = 1.01 * max(_final(plain), _final(mine))
+            # every seed of both methods reaches it, so no count is infinite
+            target = 1.01 * max(_finals(plain) + _finals(mine))
             ours = first_time_below(mine, target, key="iteration")
             theirs = first_time_below(plain, target, key="iteration")
             rows.append({"dataset": dataset, "variant": name, "target MSE": target,
