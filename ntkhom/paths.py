@@ -220,28 +220,46 @@ def _eigh_point(K: np.ndarray, s: float, block: int, floor_dtype) -> tuple[PathP
     return point, V[:, :block].copy(), V[:, -1].copy()
 
 
-def _subspace_point(K, s, V, top, tol, max_iter, floor_dtype, work):
-    """Shifted block inverse iteration with Rayleigh-Ritz, warm-started from V; None when not certified."""
+def _predict(points: list[PathPoint], s: float) -> float | None:
+    """lambda_min at s extrapolated (polynomial through the last <= 3 resolved points), or None."""
+    known = [p for p in points[-3:] if p.resolved]
+    if not known:
+        return None
+    xs = np.array([p.s for p in known])
+    ys = np.array([p.lambda_min for p in known])
+    coefficients = np.polyfit(xs, ys, len(known) - 1)
+    value = float(np.polyval(coefficients, s))
+    return value if value > 0 else None
+
+
+def _subspace_point(K, s, V, top, tol, max_iter, floor_dtype, work, predicted, margin):
+    """Shifted block inverse iteration with Rayleigh-Ritz, warm-started from V; None when not certified.
+
+    The shift sigma is placed just below the expected lambda_min (the smaller of the warm start's lowest Ritz
+    value, an upper bound, and the extrapolation ``predicted``) by the relative ``margin``. Then
+    (K - sigma)^{-1} has lambda_1 - sigma << lambda_2 - sigma even when the bottom of the spectrum is a
+    cluster, and a step or two converge. A failed Cholesky means lambda_min < sigma: the margin is widened,
+    down to sigma = 0, where a failure means K is not positive definite to working precision.
+    """
     n = K.shape[0]
     lam_max, top = _top_eigenvalue(K, top)
     floor = numerical_floor(lam_max, n, floor_dtype)
-    # Ritz values of the warm start: theta_0 >= lambda_min, and an eigenvalue lies within r_0 of it. The
-    # shift sigma = theta_0 - 2 r_0 sits just below lambda_min when the path moved little since the last s,
-    # so (K - sigma)^{-1} separates lambda_1 from lambda_{p+1} by a large factor and a few steps converge.
     KV = K @ V
     ritz, Y = np.linalg.eigh(V.T @ KV)
-    V, KV = V @ Y, KV @ Y
-    start_residual = float(np.linalg.norm(KV[:, 0] - ritz[0] * V[:, 0]))
-    factor = None
-    first_shift = max(float(ritz[0]) - 2.0 * start_residual, 0.0)
-    for shift in (first_shift, 0.0) if first_shift > 0.0 else (0.0,):
+    V = V @ Y
+    expected = float(ritz[0]) if predicted is None else min(float(ritz[0]), predicted)
+    factor, shift = None, 0.0
+    for attempt in range(3):
+        shift = max(expected * (1.0 - margin * 8.0**attempt), 0.0) if attempt < 2 else 0.0
         np.copyto(work, K)
         work[np.diag_indices(n)] -= shift
         try:
             factor = scipy.linalg.cho_factor(work, lower=True, overwrite_a=True, check_finite=False)
             break
         except np.linalg.LinAlgError:
-            factor = None  # lambda_min < shift (or K is not positive definite at all when shift = 0)
+            factor = None
+            if shift == 0.0:
+                break
     if factor is None:
         return None, V, top
     for iteration in range(1, max_iter + 1):
@@ -263,9 +281,9 @@ def lambda_min_path(
     s_grid,
     *,
     method: str = "subspace",
-    block: int = 8,
-    tol: float = 1e-8,
-    max_iter: int = 20,
+    block: int = 16,
+    tol: float = 1e-7,
+    max_iter: int = 30,
     dtype=None,
     on_point: Callable[[PathPoint], None] | None = None,
 ) -> LambdaMinPath:
@@ -304,16 +322,22 @@ def lambda_min_path(
     K = np.empty((n, n))
     work = np.empty((n, n), order="F")
     V = top = None
+    margin, predicted = 0.05, None
     points = []
     for s in grid:
         _assemble(coefficients, float(s), K)
         point = None
         if iterate and V is not None:
-            point, V_new, top_new = _subspace_point(K, s, V, top, tol, max_iter, floor_dtype, work)
+            predicted = _predict(points, float(s))
+            point, V_new, top_new = _subspace_point(K, s, V, top, tol, max_iter, floor_dtype, work,
+                                                    predicted, margin)
             if point is not None:
                 V, top = V_new, top_new
         if point is None:
             point, V, top = _eigh_point(K, s, block, floor_dtype)
+        if iterate and predicted is not None and point.resolved:
+            # Next shift margin: a few times this step's prediction error, within [1e-4, 0.5].
+            margin = float(np.clip(4.0 * abs(point.lambda_min - predicted) / point.lambda_min, 1e-4, 0.5))
         points.append(point)
         if on_point is not None:
             on_point(point)
