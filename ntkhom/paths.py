@@ -29,6 +29,7 @@ for lambda_min(H) as the convergence rate of gradient descent.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 from collections.abc import Callable, Iterator, Sequence
@@ -66,6 +67,22 @@ __all__ = [
 METHODS = ("subspace", "eigh")
 #: The width label of the infinite-width kernel in results.
 INFINITE = "inf"
+#: Up to this size BLAS runs single-threaded here: the per-s work is many small products, where threads
+#: cost more in synchronisation than they give (badly so on a loaded machine).
+SINGLE_THREAD_MAX_N = 1024
+
+
+def _blas_threads(n: int, threads):
+    """A context limiting BLAS threads (threadpoolctl, when installed); ``"auto"``: 1 for n <= 1024."""
+    if threads == "auto":
+        threads = 1 if n <= SINGLE_THREAD_MAX_N else None
+    if threads is None:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # an optional speed-up only
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=int(threads), user_api="blas")
 
 
 # -- validation -------------------------------------------------------------------------------------------
@@ -286,6 +303,7 @@ def lambda_min_path(
     max_iter: int = 30,
     dtype=None,
     on_point: Callable[[PathPoint], None] | None = None,
+    blas_threads: int | str | None = "auto",
 ) -> LambdaMinPath:
     """lambda_min(K(s)) for every s of a sorted grid, K(s) = K0 + s K1 + s^2 K2, in float64.
 
@@ -300,6 +318,7 @@ def lambda_min_path(
       max_iter: subspace iterations per s before falling back to eigh.
       dtype: the precision the kernel was computed in, for the floor (default: the kernel path's dtype).
       on_point: called with each finished :class:`PathPoint` (for streaming results to disk).
+      blas_threads: BLAS threads during the sweep: ``"auto"`` (1 for n <= 1024), an int, or None (no limit).
 
     Returns:
       :class:`LambdaMinPath` with per-s lambda_min, lambda_max, floor, residual and method.
@@ -324,23 +343,24 @@ def lambda_min_path(
     V = top = None
     margin, predicted = 0.05, None
     points = []
-    for s in grid:
-        _assemble(coefficients, float(s), K)
-        point = None
-        if iterate and V is not None:
-            predicted = _predict(points, float(s))
-            point, V_new, top_new = _subspace_point(K, s, V, top, tol, max_iter, floor_dtype, work,
-                                                    predicted, margin)
-            if point is not None:
-                V, top = V_new, top_new
-        if point is None:
-            point, V, top = _eigh_point(K, s, block, floor_dtype)
-        if iterate and predicted is not None and point.resolved:
-            # Next shift margin: a few times this step's prediction error, within [1e-4, 0.5].
-            margin = float(np.clip(4.0 * abs(point.lambda_min - predicted) / point.lambda_min, 1e-4, 0.5))
-        points.append(point)
-        if on_point is not None:
-            on_point(point)
+    with _blas_threads(n, blas_threads):
+        for s in grid:
+            _assemble(coefficients, float(s), K)
+            point = None
+            if iterate and V is not None:
+                predicted = _predict(points, float(s))
+                point, V_new, top_new = _subspace_point(K, s, V, top, tol, max_iter, floor_dtype, work,
+                                                        predicted, margin)
+                if point is not None:
+                    V, top = V_new, top_new
+            if point is None:
+                point, V, top = _eigh_point(K, s, block, floor_dtype)
+            if iterate and predicted is not None and point.resolved:
+                # Next shift margin: a few times this step's prediction error, within [1e-4, 0.5].
+                margin = float(np.clip(4.0 * abs(point.lambda_min - predicted) / point.lambda_min, 1e-4, 0.5))
+            points.append(point)
+            if on_point is not None:
+                on_point(point)
     return LambdaMinPath(tuple(points))
 
 
@@ -350,7 +370,8 @@ def spectrum_path(kernel_path: KernelPath, s_grid, *, dtype=None) -> list[Spectr
     floor_dtype = dtype if dtype is not None else str(kernel_path.dtype)
     coefficients = tuple(_float64(k) for k in (kernel_path.K0, kernel_path.K1, kernel_path.K2))
     K = np.empty_like(coefficients[0])
-    return [spectrum(_assemble(coefficients, float(s), K).copy(), dtype=floor_dtype) for s in grid]
+    with _blas_threads(K.shape[0], "auto"):
+        return [spectrum(_assemble(coefficients, float(s), K).copy(), dtype=floor_dtype) for s in grid]
 
 
 # -- any network: kernel recomputed per s ----------------------------------------------------------------
