@@ -50,7 +50,12 @@ def lambda_min_plot(
             low = np.clip(mean - spread, np.nanmin(mean[mean > 0]) * 1e-3 if np.any(mean > 0) else 1e-300, None)
             ax.fill_between(s, low, mean + spread, color=line.get_color(), alpha=0.2, linewidth=0)
     if floor is not None:
-        ax.plot(s, np.asarray(floor, dtype=float), "k--", linewidth=1, label="float64 floor n eps lambda_max")
+        floor = np.asarray(floor, dtype=float)
+        ax.plot(s, floor, "k--", linewidth=1, label="float64 floor n eps lambda_max")
+        # Unresolved values (NaN in every curve) are marked on the floor: lambda_min is at most there.
+        unresolved = np.all([~np.isfinite(np.asarray(m, dtype=float)) for m, _ in curves.values()], axis=0)
+        if np.any(unresolved):
+            ax.plot(s[unresolved], floor[unresolved], "kv", markersize=5, label="unresolved (<= floor)")
     ax.set_yscale("log")
     ax.set_xlabel("homotopy parameter s (0 linear, 1 ReLU, 2 |x|)")
     ax.set_ylabel("lambda_min of the NTK Gram matrix")
