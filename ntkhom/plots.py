@@ -84,12 +84,13 @@ def density_plot(eigenvalues: Mapping[str, np.ndarray], floor: float | None = No
                  title: str = "NTK eigenvalue density"):
     """Histograms of eigenvalues (log-spaced bins) per label, e.g. one per s; the floor as a vertical line.
 
-    Eigenvalues at or below ``floor`` (or non-positive) are not resolved and are counted in the lowest bin's
-    left edge marker instead of drawn at false positions.
+    Eigenvalues at or below ``floor`` (or non-positive) are not resolved: they are not drawn, and their
+    number is given in the legend.
     """
     figure, ax = _figure()
     positive = [np.asarray(v, dtype=float) for v in eigenvalues.values()]
-    lowest = floor if floor else min(float(np.min(v[v > 0])) for v in positive if np.any(v > 0))
+    cut = floor or 0.0
+    lowest = min(float(np.min(v[v > cut])) for v in positive if np.any(v > cut)) / 1.5
     highest = max(float(np.max(v)) for v in positive)
     edges = np.geomspace(max(lowest, 1e-300), highest * 1.01, bins + 1)
     for label, values in eigenvalues.items():
@@ -97,7 +98,7 @@ def density_plot(eigenvalues: Mapping[str, np.ndarray], floor: float | None = No
         hidden = int(np.sum(values <= (floor or 0.0)))
         suffix = f" ({hidden} at/below floor)" if hidden else ""
         ax.hist(values[values > (floor or 0.0)], bins=edges, histtype="step", density=False, label=label + suffix)
-    if floor:
+    if floor and floor > lowest * 1e-3:  # draw the floor only when it is near the eigenvalues shown
         ax.axvline(floor, color="k", linestyle="--", linewidth=1, label="float64 floor")
     ax.set_xscale("log")
     ax.set_xlabel("eigenvalue")
