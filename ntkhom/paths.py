@@ -118,6 +118,9 @@ class PathPoint:
     ``lambda_min`` is the computed value (float64); when it is at or below ``floor`` it is only an upper bound
     and ``resolved`` is False. ``residual`` is ||K v - lambda_min v|| for the unit eigenvector v found.
     ``method`` is ``"subspace"`` (certified iteration) or ``"eigh"`` (full float64 eigendecomposition).
+    ``lower_bound``: for ``"subspace"``, the shift sigma at which K(s) - sigma I had a Cholesky factor, so
+    sigma < lambda_min <= ``lambda_min`` holds whatever the iteration found (up to rounding at the floor scale);
+    NaN for ``"eigh"``.
     """
 
     s: float
@@ -127,6 +130,7 @@ class PathPoint:
     residual: float
     method: str
     iterations: int = 0
+    lower_bound: float = float("nan")
 
     @property
     def resolved(self) -> bool:
@@ -144,6 +148,7 @@ class PathPoint:
             "residual": self.residual,
             "method": self.method,
             "iterations": self.iterations,
+            "lower_bound": self.lower_bound,
         }
 
 
@@ -289,7 +294,7 @@ def _subspace_point(K, s, V, top, tol, max_iter, floor_dtype, work, predicted, m
         theta, residual = float(ritz[0]), float(np.linalg.norm(r))
         # Some eigenvalue lies within `residual` of theta, and theta >= lambda_min (Ritz value).
         if theta <= floor or residual <= tol * theta:
-            return PathPoint(float(s), theta, lam_max, floor, residual, "subspace", iteration), V, top
+            return PathPoint(float(s), theta, lam_max, floor, residual, "subspace", iteration, shift), V, top
     return None, V, top
 
 

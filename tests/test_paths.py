@@ -61,6 +61,8 @@ def test_fast_lambda_min_agrees_with_eigh_above_floor_and_flags_below(width):
         if r.resolved:
             assert f.resolved
             assert abs(f.lambda_min - r.lambda_min) <= 1e-6 * r.lambda_min, (f, r)
+            if f.method == "subspace":  # the Cholesky-certified bracket holds
+                assert f.lower_bound - 10 * f.floor <= r.lambda_min <= f.lambda_min + 10 * f.floor
         else:
             assert not f.resolved and f.row()["lambda_min"] is None
     # n > d: at s = 0 the kernel is (a multiple of) the rank-d Gram matrix, so lambda_min is at the floor.
