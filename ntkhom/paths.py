@@ -4,14 +4,18 @@ Two-layer networks. The NTK is exactly K(s) = K0 + s K1 + s^2 K2 at any width an
 (:class:`ntkhom.kernels.KernelPath`), so a path of kernels costs three matrices. :func:`lambda_min_path`
 then finds the smallest eigenvalue at every s of a sorted grid without a full eigendecomposition:
 
-1. K(s) is assembled in float64 (Horner: (s K2 + K1) s + K0) and Cholesky-factored. A failed Cholesky means
-   K(s) is not positive definite to working precision; that s falls back to ``eigh``.
-2. Block inverse (subspace) iteration K(s)^{-1} V, warm-started from the previous s's lowest ``block``
-   Ritz vectors, with Rayleigh-Ritz on K(s) after every step. It converges at the rate lambda_1 / lambda_{p+1}
-   per step and, since the lowest eigenvectors move little between neighbouring s, in a few steps.
-3. Certificate: the lowest Ritz value theta is an upper bound on lambda_min, and some eigenvalue lies within
-   r = ||K(s) v - theta v|| of it (v the unit Ritz vector). theta is accepted when r <= tol * theta; otherwise
-   (or when the iteration does not converge) the s falls back to a float64 ``eigh``.
+1. K(s) is assembled in float64 (Horner: (s K2 + K1) s + K0).
+2. A shift sigma is put just below the expected lambda_min (the lowest Ritz value of the previous s's
+   eigenvectors, an upper bound, or the extrapolation of the last values, less a margin that adapts to the
+   prediction error) and K(s) - sigma I is Cholesky-factored. Success proves lambda_min > sigma; failure
+   widens the margin, down to sigma = 0, where failure means K(s) is not positive definite to working
+   precision and that s falls back to ``eigh``.
+3. Block inverse iteration (K(s) - sigma I)^{-1} V, warm-started from the previous s's lowest ``block``
+   Ritz vectors, with Rayleigh-Ritz on K(s) after every step. Because lambda_1 - sigma is small against
+   lambda_{p+1} - sigma, one or two steps converge even when the bottom of the spectrum is a tight cluster.
+4. Certificate: the lowest Ritz value theta is an upper bound on lambda_min, and some eigenvalue lies within
+   r = ||K(s) v - theta v|| of it (v the unit Ritz vector). theta is accepted when r <= tol * theta, and is
+   reported with the bracket sigma < lambda_min <= theta; otherwise the s falls back to a float64 ``eigh``.
 
 Every value carries the numerical floor n * eps * lambda_max (:func:`ntkhom.spectrum.numerical_floor`) of the
 kernel's dtype; a value at or below it is flagged unresolved (it is then only an upper bound). Eigenvalues are
