@@ -51,7 +51,7 @@ cells = [
         "floor = np.max([r.path.floor for r in results], axis=0)\n"
         "plots.lambda_min_plot(grid, curves, floor)"),
     new_code_cell(
-        "from ntkhom.report import markdown_table\n"
+        "from ntkhom.report import markdown_table\n\n"
         "rows = [r for r in paths.summarize_widths(results) if r['s'] == 1.0]\n"
         "print(markdown_table(rows, ['width', 's', 'lambda_min_mean', 'lambda_min_std', 'relative_gap_to_infinite']))"),
     new_markdown_cell("## Eigenvalue densities at chosen s (infinite width)"),
