@@ -1,0 +1,531 @@
+"""Spectra along the homotopy path s -> K(s): lambda_min from linear (s = 0) to ReLU (s = 1) to relaxation (s > 1).
+
+Two-layer networks. The NTK is exactly K(s) = K0 + s K1 + s^2 K2 at any width and at infinite width
+(:class:`ntkhom.kernels.KernelPath`), so a path of kernels costs three matrices. :func:`lambda_min_path`
+then finds the smallest eigenvalue at every s of a sorted grid without a full eigendecomposition:
+
+1. K(s) is assembled in float64 (Horner: (s K2 + K1) s + K0).
+2. A shift sigma is put just below the expected lambda_min (the lowest Ritz value of the previous s's
+   eigenvectors, an upper bound, or the extrapolation of the last values, less a margin that adapts to the
+   prediction error) and K(s) - sigma I is Cholesky-factored. Success proves lambda_min > sigma; failure
+   widens the margin, down to sigma = 0, where failure means K(s) is not positive definite to working
+   precision and that s falls back to ``eigh``.
+3. Block inverse iteration (K(s) - sigma I)^{-1} V, warm-started from the previous s's lowest ``block``
+   Ritz vectors, with Rayleigh-Ritz on K(s) after every step. Because lambda_1 - sigma is small against
+   lambda_{p+1} - sigma, one or two steps converge even when the bottom of the spectrum is a tight cluster.
+4. Certificate: the lowest Ritz value theta is an upper bound on lambda_min, and some eigenvalue lies within
+   r = ||K(s) v - theta v|| of it (v the unit Ritz vector). theta is accepted when r <= tol * theta, and is
+   reported with the bracket sigma < lambda_min <= theta; otherwise the s falls back to a float64 ``eigh``.
+
+Every value carries the numerical floor n * eps * lambda_max (:func:`ntkhom.spectrum.numerical_floor`) of the
+kernel's dtype; a value at or below it is flagged unresolved (it is then only an upper bound). Eigenvalues are
+always float64 (NumPy/SciPy), whatever JAX's x64 flag.
+
+Deep networks have no polynomial shortcut (finite width: higher degree; infinite width: not polynomial), so
+:func:`kernel_lambda_min_path` recomputes the kernel at each s (neural-tangents) and takes its full spectrum.
+
+:func:`homotopy_spectra` runs the analysis for infinite width and several finite widths and seeds and yields
+one :class:`PathResult` per finished (width, seed), so an interrupted sweep keeps what finished.
+
+Reference: HRTA (homotopy activation sigma_s(x) = (1 - s) x + s ReLU(x)); Du, Zhai, Poczos, Singh (ICLR 2019)
+for lambda_min(H) as the convergence rate of gradient descent.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+import scipy.linalg
+import scipy.sparse.linalg
+
+from ntkhom.kernels import (
+    KernelPath,
+    empirical_kernel_path,
+    empirical_ntk,
+    infinite_kernel_path,
+    infinite_ntk,
+)
+from ntkhom.models import HomotopyMLP
+from ntkhom.spectrum import Spectrum, check_kernel, numerical_floor, spectrum
+
+__all__ = [
+    "PathPoint",
+    "LambdaMinPath",
+    "PathResult",
+    "check_s_grid",
+    "check_widths",
+    "lambda_min_path",
+    "spectrum_path",
+    "kernel_lambda_min_path",
+    "homotopy_spectra",
+    "summarize_widths",
+    "METHODS",
+    "INFINITE",
+]
+
+#: Methods of :func:`lambda_min_path`: warm-started subspace iteration with eigh fallback, or eigh everywhere.
+METHODS = ("subspace", "eigh")
+#: The width label of the infinite-width kernel in results.
+INFINITE = "inf"
+#: Up to this size BLAS runs single-threaded here: the per-s work is many small products, where threads
+#: cost more in synchronisation than they give (badly so on a loaded machine).
+SINGLE_THREAD_MAX_N = 1024
+
+
+def _blas_threads(n: int, threads):
+    """A context limiting BLAS threads (threadpoolctl, when installed); ``"auto"``: 1 for n <= 1024."""
+    if threads == "auto":
+        threads = 1 if n <= SINGLE_THREAD_MAX_N else None
+    if threads is None:
+        return contextlib.nullcontext()
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # an optional speed-up only
+        return contextlib.nullcontext()
+    return threadpool_limits(limits=int(threads), user_api="blas")
+
+
+# -- validation -------------------------------------------------------------------------------------------
+def check_s_grid(s_grid) -> np.ndarray:
+    """A 1-D, non-empty, finite, strictly increasing float64 grid of homotopy parameters, or ValueError."""
+    grid = np.asarray(s_grid, dtype=np.float64)
+    if grid.ndim == 0:
+        grid = grid[None]
+    if grid.ndim != 1 or grid.size == 0:
+        raise ValueError(f"the s grid must be a non-empty 1-D sequence, got shape {grid.shape}")
+    if not np.all(np.isfinite(grid)):
+        raise ValueError(f"the s grid contains non-finite values (NaN or inf): {grid.tolist()}")
+    if np.any(np.diff(grid) <= 0):
+        raise ValueError("the s grid must be strictly increasing (sorted, no repeats); "
+                         f"got {grid.tolist()}")
+    return grid
+
+
+def check_widths(widths) -> tuple[int, ...]:
+    """Finite widths as positive integers (may be empty only if infinite width is also asked for)."""
+    widths = tuple(widths)
+    for width in widths:
+        if isinstance(width, bool) or int(width) != width or int(width) <= 0:
+            raise ValueError(f"every width must be a positive integer, got widths = {list(widths)}")
+    return tuple(int(w) for w in widths)
+
+
+# -- results ----------------------------------------------------------------------------------------------
+@dataclasses.dataclass(frozen=True)
+class PathPoint:
+    """lambda_min and lambda_max of K(s) at one s, with the floor and how lambda_min was obtained.
+
+    ``lambda_min`` is the computed value (float64); when it is at or below ``floor`` it is only an upper bound
+    and ``resolved`` is False. ``residual`` is ||K v - lambda_min v|| for the unit eigenvector v found.
+    ``method`` is ``"subspace"`` (certified iteration) or ``"eigh"`` (full float64 eigendecomposition).
+    ``lower_bound``: for ``"subspace"``, the shift sigma at which K(s) - sigma I had a Cholesky factor, so
+    sigma < lambda_min <= ``lambda_min`` holds whatever the iteration found (up to rounding at the floor scale);
+    NaN for ``"eigh"``.
+    """
+
+    s: float
+    lambda_min: float
+    lambda_max: float
+    floor: float
+    residual: float
+    method: str
+    iterations: int = 0
+    lower_bound: float = float("nan")
+
+    @property
+    def resolved(self) -> bool:
+        return self.lambda_min > self.floor
+
+    def row(self) -> dict:
+        """Plain numbers for JSON/CSV; an unresolved lambda_min is None, its upper bound beside it."""
+        return {
+            "s": self.s,
+            "lambda_min": self.lambda_min if self.resolved else None,
+            "lambda_min_computed": self.lambda_min,
+            "lambda_max": self.lambda_max,
+            "floor": self.floor,
+            "resolved": self.resolved,
+            "residual": self.residual,
+            "method": self.method,
+            "iterations": self.iterations,
+            "lower_bound": self.lower_bound,
+        }
+
+
+@dataclasses.dataclass(frozen=True)
+class LambdaMinPath:
+    """A lambda_min path over a grid of s: arrays of shape (len(s),), float64."""
+
+    points: tuple[PathPoint, ...]
+
+    def _array(self, name):
+        return np.array([getattr(p, name) for p in self.points], dtype=np.float64)
+
+    @property
+    def s(self) -> np.ndarray:
+        return self._array("s")
+
+    @property
+    def lambda_min(self) -> np.ndarray:
+        return self._array("lambda_min")
+
+    @property
+    def lambda_max(self) -> np.ndarray:
+        return self._array("lambda_max")
+
+    @property
+    def floor(self) -> np.ndarray:
+        return self._array("floor")
+
+    @property
+    def resolved(self) -> np.ndarray:
+        return np.array([p.resolved for p in self.points], dtype=bool)
+
+    @property
+    def methods(self) -> list[str]:
+        return [p.method for p in self.points]
+
+    def ratio_to(self, s_ref: float = 1.0) -> np.ndarray:
+        """lambda_min(s) / lambda_min(s_ref), NaN where either is unresolved; s_ref must be on the grid."""
+        index = np.flatnonzero(np.isclose(self.s, s_ref, rtol=0, atol=1e-12))
+        if index.size == 0:
+            raise ValueError(f"s_ref = {s_ref} is not on the s grid")
+        ref = self.points[int(index[0])]
+        values = np.where(self.resolved, self.lambda_min, np.nan)
+        return values / ref.lambda_min if ref.resolved else np.full(len(self.points), np.nan)
+
+
+@dataclasses.dataclass(frozen=True)
+class PathResult:
+    """The lambda_min path of one network: ``width`` is an int or :data:`INFINITE`; ``seed`` None at infinity."""
+
+    width: int | str
+    seed: int | None
+    path: LambdaMinPath
+    depth: int
+    spectra: dict[float, Spectrum] = dataclasses.field(default_factory=dict)
+
+    def rows(self) -> list[dict]:
+        return [{"width": self.width, "seed": self.seed, "depth": self.depth, **p.row()} for p in self.path.points]
+
+
+# -- the fast two-layer path ------------------------------------------------------------------------------
+def _float64(a) -> np.ndarray:
+    return np.array(a, dtype=np.float64, copy=True)
+
+
+def _assemble(path: tuple[np.ndarray, np.ndarray, np.ndarray], s: float, out: np.ndarray) -> np.ndarray:
+    """K(s) = (s K2 + K1) s + K0 into ``out`` (Horner: one buffer, no temporaries)."""
+    K0, K1, K2 = path
+    np.multiply(K2, s, out=out)
+    out += K1
+    out *= s
+    out += K0
+    return out
+
+
+def _top_eigenvalue(K: np.ndarray, v0: np.ndarray | None) -> tuple[float, np.ndarray]:
+    """lambda_max by Lanczos (ARPACK), warm-started; the NTK's top eigenvalue is well separated."""
+    n = K.shape[0]
+    if n <= 16:
+        w, V = np.linalg.eigh(K)
+        return float(w[-1]), V[:, -1]
+    w, V = scipy.sparse.linalg.eigsh(K, k=1, which="LA", v0=v0, tol=1e-10)
+    return float(w[0]), V[:, 0]
+
+
+def _eigh_point(K: np.ndarray, s: float, block: int, floor_dtype) -> tuple[PathPoint, np.ndarray, np.ndarray]:
+    w, V = np.linalg.eigh(K)
+    floor = numerical_floor(max(abs(w[-1]), abs(w[0])), K.shape[0], floor_dtype)
+    residual = float(np.linalg.norm(K @ V[:, 0] - w[0] * V[:, 0]))
+    point = PathPoint(float(s), float(w[0]), float(w[-1]), floor, residual, "eigh", 0)
+    return point, V[:, :block].copy(), V[:, -1].copy()
+
+
+def _predict(points: list[PathPoint], s: float) -> float | None:
+    """lambda_min at s extrapolated (polynomial through the last <= 3 resolved points), or None."""
+    known = [p for p in points[-3:] if p.resolved]
+    if not known:
+        return None
+    xs = np.array([p.s for p in known])
+    ys = np.array([p.lambda_min for p in known])
+    coefficients = np.polyfit(xs, ys, len(known) - 1)
+    value = float(np.polyval(coefficients, s))
+    return value if value > 0 else None
+
+
+def _subspace_point(K, s, V, top, tol, max_iter, floor_dtype, work, predicted, margin):
+    """Shifted block inverse iteration with Rayleigh-Ritz, warm-started from V; None when not certified.
+
+    The shift sigma is placed just below the expected lambda_min (the smaller of the warm start's lowest Ritz
+    value, an upper bound, and the extrapolation ``predicted``) by the relative ``margin``. Then
+    (K - sigma)^{-1} has lambda_1 - sigma << lambda_2 - sigma even when the bottom of the spectrum is a
+    cluster, and a step or two converge. A failed Cholesky means lambda_min < sigma: the margin is widened,
+    down to sigma = 0, where a failure means K is not positive definite to working precision.
+    """
+    n = K.shape[0]
+    lam_max, top = _top_eigenvalue(K, top)
+    floor = numerical_floor(lam_max, n, floor_dtype)
+    KV = K @ V
+    ritz, Y = np.linalg.eigh(V.T @ KV)
+    V = V @ Y
+    expected = float(ritz[0]) if predicted is None else min(float(ritz[0]), predicted)
+    factor, shift = None, 0.0
+    for attempt in range(3):
+        shift = max(expected * (1.0 - margin * 8.0**attempt), 0.0) if attempt < 2 else 0.0
+        np.copyto(work, K)
+        work[np.diag_indices(n)] -= shift
+        try:
+            factor = scipy.linalg.cho_factor(work, lower=True, overwrite_a=True, check_finite=False)
+            break
+        except np.linalg.LinAlgError:
+            factor = None
+            if shift == 0.0:
+                break
+    if factor is None:
+        return None, V, top
+    for iteration in range(1, max_iter + 1):
+        W = scipy.linalg.cho_solve(factor, V, check_finite=False)
+        Q, _ = np.linalg.qr(W)
+        KQ = K @ Q
+        ritz, Y = np.linalg.eigh(Q.T @ KQ)
+        V = Q @ Y
+        r = KQ @ Y[:, 0] - ritz[0] * V[:, 0]
+        theta, residual = float(ritz[0]), float(np.linalg.norm(r))
+        # Some eigenvalue lies within `residual` of theta, and theta >= lambda_min (Ritz value).
+        if theta <= floor or residual <= tol * theta:
+            return PathPoint(float(s), theta, lam_max, floor, residual, "subspace", iteration, shift), V, top
+    return None, V, top
+
+
+def lambda_min_path(
+    kernel_path: KernelPath,
+    s_grid,
+    *,
+    method: str = "subspace",
+    block: int = 16,
+    tol: float = 1e-7,
+    max_iter: int = 30,
+    dtype=None,
+    on_point: Callable[[PathPoint], None] | None = None,
+    blas_threads: int | str | None = "auto",
+) -> LambdaMinPath:
+    """lambda_min(K(s)) for every s of a sorted grid, K(s) = K0 + s K1 + s^2 K2, in float64.
+
+    Args:
+      kernel_path: the three (n, n) coefficient matrices (:func:`ntkhom.kernels.empirical_kernel_path` or
+        :func:`ntkhom.kernels.infinite_kernel_path`); converted once to float64 NumPy.
+      s_grid: strictly increasing finite values of s, shape (k,).
+      method: ``"subspace"`` (warm-started block inverse iteration, certified by the residual, eigh fallback;
+        see the module docstring) or ``"eigh"`` (a full float64 eigendecomposition at every s: the reference).
+      block: number of Ritz vectors carried from one s to the next (p); larger is more robust to crossings.
+      tol: accept theta when ||K v - theta v|| <= tol * theta (so theta is within tol relative of an eigenvalue).
+      max_iter: subspace iterations per s before falling back to eigh.
+      dtype: the precision the kernel was computed in, for the floor (default: the kernel path's dtype).
+      on_point: called with each finished :class:`PathPoint` (for streaming results to disk).
+      blas_threads: BLAS threads during the sweep: ``"auto"`` (1 for n <= 1024), an int, or None (no limit).
+
+    Returns:
+      :class:`LambdaMinPath` with per-s lambda_min, lambda_max, floor, residual and method.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    if int(block) != block or block < 1:
+        raise ValueError(f"block must be a positive integer, got {block}")
+    if not (tol > 0 and math.isfinite(tol)):
+        raise ValueError(f"tol must be positive and finite, got {tol}")
+    grid = check_s_grid(s_grid)
+    floor_dtype = np.dtype(dtype) if dtype is not None else np.dtype(str(kernel_path.dtype))
+    coefficients = tuple(_float64(k) for k in (kernel_path.K0, kernel_path.K1, kernel_path.K2))
+    for name, k in zip(("K0", "K1", "K2"), coefficients):
+        check_kernel(k, name)
+    n = coefficients[0].shape[0]
+    block = min(int(block), n)
+    # Small matrices: eigh is as fast as anything and needs no warm start.
+    iterate = method == "subspace" and n >= 4 * block
+    K = np.empty((n, n))
+    work = np.empty((n, n), order="F")
+    V = top = None
+    margin, predicted = 0.05, None
+    points = []
+    with _blas_threads(n, blas_threads):
+        for s in grid:
+            _assemble(coefficients, float(s), K)
+            point = None
+            if iterate and V is not None:
+                predicted = _predict(points, float(s))
+                point, V_new, top_new = _subspace_point(K, s, V, top, tol, max_iter, floor_dtype, work,
+                                                        predicted, margin)
+                if point is not None:
+                    V, top = V_new, top_new
+            if point is None:
+                point, V, top = _eigh_point(K, s, block, floor_dtype)
+            if iterate and predicted is not None and point.resolved:
+                # Next shift margin: a few times this step's prediction error, within [1e-4, 0.5].
+                margin = float(np.clip(4.0 * abs(point.lambda_min - predicted) / point.lambda_min, 1e-4, 0.5))
+            points.append(point)
+            if on_point is not None:
+                on_point(point)
+    return LambdaMinPath(tuple(points))
+
+
+def spectrum_path(kernel_path: KernelPath, s_grid, *, dtype=None) -> list[Spectrum]:
+    """The full float64 spectrum (:func:`ntkhom.spectrum.spectrum`) of K(s) at every s of the grid."""
+    grid = check_s_grid(s_grid)
+    floor_dtype = dtype if dtype is not None else str(kernel_path.dtype)
+    coefficients = tuple(_float64(k) for k in (kernel_path.K0, kernel_path.K1, kernel_path.K2))
+    K = np.empty_like(coefficients[0])
+    with _blas_threads(K.shape[0], "auto"):
+        return [spectrum(_assemble(coefficients, float(s), K).copy(), dtype=floor_dtype) for s in grid]
+
+
+# -- any network: kernel recomputed per s ----------------------------------------------------------------
+def kernel_lambda_min_path(
+    kernel_at: Callable[[float], object],
+    s_grid,
+    *,
+    dtype=None,
+    on_point: Callable[[PathPoint], None] | None = None,
+    keep_spectra_at: Sequence[float] = (),
+) -> tuple[LambdaMinPath, dict[float, Spectrum]]:
+    """lambda_min path when K(s) has no polynomial structure (deep networks): ``kernel_at(s)`` -> (n, n).
+
+    Each kernel gets a full float64 spectrum (:func:`ntkhom.spectrum.spectrum`); spectra at the s values in
+    ``keep_spectra_at`` are returned as well (for eigenvalue densities).
+    """
+    grid = check_s_grid(s_grid)
+    keep = {float(s) for s in keep_spectra_at}
+    points, kept = [], {}
+    for s in grid:
+        K = kernel_at(float(s))
+        floor_dtype = dtype if dtype is not None else getattr(K, "dtype", np.float64)
+        kernel = check_kernel(K)
+        w, V = np.linalg.eigh(kernel)
+        floor = numerical_floor(max(abs(w[-1]), abs(w[0])), w.size, floor_dtype)
+        residual = float(np.linalg.norm(kernel @ V[:, 0] - w[0] * V[:, 0]))
+        point = PathPoint(float(s), float(w[0]), float(w[-1]), floor, residual, "eigh", 0)
+        spec = Spectrum(w, floor, np.dtype(floor_dtype).name)
+        points.append(point)
+        if float(s) in keep:
+            kept[float(s)] = spec
+        if on_point is not None:
+            on_point(point)
+    return LambdaMinPath(tuple(points)), kept
+
+
+# -- sweeps over widths and seeds -------------------------------------------------------------------------
+def _with_width(model: HomotopyMLP, width: int) -> HomotopyMLP:
+    return dataclasses.replace(model, widths=(int(width),) * model.depth)
+
+
+def _seed_key(key, width: int, seed: int):
+    import jax
+
+    return jax.random.fold_in(jax.random.fold_in(key, int(width)), int(seed))
+
+
+def homotopy_spectra(
+    model: HomotopyMLP,
+    x,
+    s_grid,
+    widths: Sequence[int],
+    seeds: int,
+    key,
+    *,
+    infinite: bool = True,
+    densities_at: Sequence[float] = (),
+    method: str = "subspace",
+    on_point: Callable[[int | str, int | None, PathPoint], None] | None = None,
+) -> Iterator[PathResult]:
+    """lambda_min(s) along the homotopy path at infinite width and at each finite width for ``seeds`` seeds.
+
+    Args:
+      model: the network template (depth, phi, biases, ``trained``); its widths are replaced by
+        (w,) * depth for each w in ``widths``. Depth 1 uses the exact three-matrix path and
+        :func:`lambda_min_path`; deeper networks recompute the kernel per s through neural-tangents
+        (:func:`ntkhom.kernels.infinite_ntk` / :func:`ntkhom.kernels.empirical_ntk`).
+      x: inputs, shape (n, d).
+      s_grid: strictly increasing s values, shape (k,).
+      widths: finite hidden widths (positive integers); may be empty when ``infinite`` is True.
+      seeds: number of random initializations per finite width (parameters from
+        ``fold_in(fold_in(key, width), seed)``).
+      key: a JAX PRNG key.
+      densities_at: s values (on the grid) at which the full spectrum is kept for density plots.
+      on_point: ``on_point(width, seed, point)`` after every finished s (for streaming rows to disk).
+
+    Yields:
+      one :class:`PathResult` per finished (width, seed), infinite width first.
+    """
+    grid = check_s_grid(s_grid)
+    widths = check_widths(widths)
+    if int(seeds) != seeds or seeds < 1:
+        raise ValueError(f"seeds must be a positive integer, got {seeds}")
+    if not widths and not infinite:
+        raise ValueError("nothing to compute: widths is empty and infinite width is off")
+    missing = [s for s in densities_at if not np.any(np.isclose(grid, float(s), rtol=0, atol=1e-12))]
+    if missing:
+        raise ValueError(f"densities_at values {missing} are not on the s grid")
+    densities_at = [float(grid[np.argmin(np.abs(grid - float(s)))]) for s in densities_at]
+    import jax.numpy as jnp
+
+    x = jnp.asarray(x)
+    jobs: list[tuple[int | str, int | None]] = [(INFINITE, None)] if infinite else []
+    jobs += [(w, seed) for w in widths for seed in range(int(seeds))]
+    for width, seed in jobs:
+        def report(point, width=width, seed=seed):
+            if on_point is not None:
+                on_point(width, seed, point)
+
+        if width == INFINITE:
+            net = model
+            kernel_fn = None
+        else:
+            net = _with_width(model, width)
+            params = net.init(_seed_key(key, width, seed), x.shape[1])
+        if model.depth == 1:
+            if width == INFINITE:
+                kpath = infinite_kernel_path(net, x)
+            else:
+                kpath = empirical_kernel_path(net, params, x)
+            path = lambda_min_path(kpath, grid, method=method, on_point=report)
+            spectra = dict(zip(densities_at, spectrum_path(kpath, densities_at))) if densities_at else {}
+        else:
+            if width == INFINITE:
+                def kernel_fn(s, net=net):
+                    return infinite_ntk(net, x, s=s)
+            else:
+                def kernel_fn(s, net=net, params=params):
+                    return empirical_ntk(net, params, x, s=s)
+            path, spectra = kernel_lambda_min_path(kernel_fn, grid, on_point=report, keep_spectra_at=densities_at)
+        yield PathResult(width, seed, path, model.depth, spectra)
+
+
+def summarize_widths(results: Sequence[PathResult]) -> list[dict]:
+    """Per (width, s): mean and standard deviation over seeds of the resolved lambda_min, and the number of
+    seeds whose value was resolved; the infinite-width value beside each row when it is present."""
+    infinite = {p.s: p for r in results if r.width == INFINITE for p in r.path.points}
+    by_width: dict = {}
+    for r in results:
+        for p in r.path.points:
+            by_width.setdefault((r.width, p.s), []).append(p)
+    rows = []
+    for (width, s), points in by_width.items():
+        values = np.array([p.lambda_min for p in points if p.resolved])
+        row = {
+            "width": width,
+            "s": s,
+            "seeds": len(points),
+            "resolved": int(values.size),
+            "lambda_min_mean": float(values.mean()) if values.size else None,
+            "lambda_min_std": float(values.std(ddof=1)) if values.size > 1 else (0.0 if values.size else None),
+            "floor": float(max(p.floor for p in points)),
+        }
+        ref = infinite.get(s)
+        if ref is not None and ref.resolved and width != INFINITE and values.size:
+            row["relative_gap_to_infinite"] = float(abs(values.mean() - ref.lambda_min) / ref.lambda_min)
+        rows.append(row)
+    return rows
