@@ -11,8 +11,9 @@ cells = [
         "How does the smallest eigenvalue of the NTK Gram matrix, which sets the convergence rate of gradient "
         "descent (Du et al. 2019), move as the homotopy activation sigma_s(x) = (1 - s) x + s ReLU(x) goes from "
         "linear (s = 0) through ReLU (s = 1) to relaxation (s > 1, HRTA)? Two-layer kernels are exactly "
-        "K(s) = K0 + s K1 + s^2 K2, so a whole path costs three matrices; lambda_min is found per s by a "
-        "warm-started, certified subspace iteration (`ntkhom.paths.lambda_min_path`)."),
+        "K(s) = K0 + s K1 + s^2 K2, so a whole path costs three matrices; lambda_min is found per s on a small "
+        "reduced basis checked by its residual against the full kernel, with Cholesky-certified anchors "
+        "(`ntkhom.paths.lambda_min_path`)."),
     new_code_cell(
         "import jax\n"
         "import numpy as np\n\n"

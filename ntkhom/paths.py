@@ -2,20 +2,35 @@
 
 Two-layer networks. The NTK is exactly K(s) = K0 + s K1 + s^2 K2 at any width and at infinite width
 (:class:`ntkhom.kernels.KernelPath`), so a path of kernels costs three matrices. :func:`lambda_min_path`
-then finds the smallest eigenvalue at every s of a sorted grid without a full eigendecomposition:
+then finds the smallest eigenvalue at every s of a sorted grid without a full eigendecomposition per s.
+The default, ``method="reduced"``, is a reduced-basis (Galerkin) sweep:
+
+1. An orthonormal basis U (n x k, k << n) holds the lowest eigenvectors (and the top one) found at a few
+   *anchor* values of s. With K_i U and U^T K_i U stored, the projected path U^T K(s) U = A0 + s A1 + s^2 A2
+   is k x k at every s, and its lowest Ritz value theta is an upper bound on lambda_min(K(s)).
+2. The Ritz vector v = U y is checked against the full kernel at O(n k) cost: K(s) v = (K0 U + s K1 U +
+   s^2 K2 U) y, r = ||K(s) v - theta v||. Some eigenvalue lies within r of theta, and within r^2 / gap when
+   the next Ritz value is gap above (the usual quadratic error of Ritz values). theta is accepted when the
+   smaller of the two is <= tol * theta.
+3. Where it is not, s becomes an anchor: K(s) is assembled and the certified shifted iteration below runs,
+   warm-started from the basis' Ritz vectors; its vectors enrich U. Every ``anchor_every`` points an anchor
+   is forced even when the residual test passed, as a check that no eigenvector has been missed: if the
+   anchor's certified lambda_min lies below the accepted reduced value, the points since the previous anchor
+   are recomputed with the enriched basis.
+
+The anchor step (also ``method="subspace"`` at every s):
 
 1. K(s) is assembled in float64 (Horner: (s K2 + K1) s + K0).
-2. A shift sigma is put just below the expected lambda_min (the lowest Ritz value of the previous s's
-   eigenvectors, an upper bound, or the extrapolation of the last values, less a margin that adapts to the
-   prediction error) and K(s) - sigma I is Cholesky-factored. Success proves lambda_min > sigma; failure
-   widens the margin, down to sigma = 0, where failure means K(s) is not positive definite to working
-   precision and that s falls back to ``eigh``.
-3. Block inverse iteration (K(s) - sigma I)^{-1} V, warm-started from the previous s's lowest ``block``
-   Ritz vectors, with Rayleigh-Ritz on K(s) after every step. Because lambda_1 - sigma is small against
-   lambda_{p+1} - sigma, one or two steps converge even when the bottom of the spectrum is a tight cluster.
-4. Certificate: the lowest Ritz value theta is an upper bound on lambda_min, and some eigenvalue lies within
-   r = ||K(s) v - theta v|| of it (v the unit Ritz vector). theta is accepted when r <= tol * theta, and is
-   reported with the bracket sigma < lambda_min <= theta; otherwise the s falls back to a float64 ``eigh``.
+2. A shift sigma is put just below the expected lambda_min (the lowest Ritz value of the warm start, an upper
+   bound, or the extrapolation of the last values, less a margin that adapts to the prediction error) and
+   K(s) - sigma I is Cholesky-factored. Success proves lambda_min > sigma; failure widens the margin, down to
+   sigma = 0, where failure means K(s) is not positive definite to working precision and that s falls back
+   to ``eigh``.
+3. Block inverse iteration (K(s) - sigma I)^{-1} V with Rayleigh-Ritz on K(s) after every step. Because
+   lambda_1 - sigma is small against lambda_{p+1} - sigma, one or two steps converge even when the bottom of
+   the spectrum is a tight cluster.
+4. The lowest Ritz value theta is accepted by the same error test as above and reported with the bracket
+   sigma < lambda_min <= theta; otherwise the s falls back to a float64 ``eigh``.
 
 Every value carries the numerical floor n * eps * lambda_max (:func:`ntkhom.spectrum.numerical_floor`) of the
 kernel's dtype; a value at or below it is flagged unresolved (it is then only an upper bound). Eigenvalues are
@@ -67,8 +82,9 @@ __all__ = [
     "INFINITE",
 ]
 
-#: Methods of :func:`lambda_min_path`: warm-started subspace iteration with eigh fallback, or eigh everywhere.
-METHODS = ("subspace", "eigh")
+#: Methods of :func:`lambda_min_path`: reduced-basis sweep with certified anchors (default), the certified
+#: warm-started subspace iteration at every s, or a full eigh at every s (the reference).
+METHODS = ("reduced", "subspace", "eigh")
 #: The width label of the infinite-width kernel in results.
 INFINITE = "inf"
 #: Up to this size BLAS runs single-threaded here: the per-s work is many small products, where threads
@@ -121,10 +137,11 @@ class PathPoint:
 
     ``lambda_min`` is the computed value (float64); when it is at or below ``floor`` it is only an upper bound
     and ``resolved`` is False. ``residual`` is ||K v - lambda_min v|| for the unit eigenvector v found.
-    ``method`` is ``"subspace"`` (certified iteration) or ``"eigh"`` (full float64 eigendecomposition).
-    ``lower_bound``: for ``"subspace"``, the shift sigma at which K(s) - sigma I had a Cholesky factor, so
-    sigma < lambda_min <= ``lambda_min`` holds whatever the iteration found (up to rounding at the floor scale);
-    NaN for ``"eigh"``.
+    ``method`` is ``"reduced"`` (Ritz value of the reduced basis, checked by its residual against the full
+    kernel), ``"subspace"`` (certified iteration on the full kernel) or ``"eigh"`` (full float64
+    eigendecomposition). ``lower_bound``: for ``"subspace"``, the shift sigma at which K(s) - sigma I had a
+    Cholesky factor, so sigma < lambda_min <= ``lambda_min`` holds whatever the iteration found (up to
+    rounding at the floor scale); NaN for ``"reduced"`` and ``"eigh"``.
     """
 
     s: float
@@ -214,8 +231,10 @@ class PathResult:
 
 
 # -- the fast two-layer path ------------------------------------------------------------------------------
-def _float64(a) -> np.ndarray:
-    return np.array(a, dtype=np.float64, copy=True)
+def _coefficients(kernel_path: KernelPath) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """K0, K1, K2 as checked (finite, square, symmetric) float64 NumPy copies."""
+    return tuple(check_kernel(k, name) for name, k in zip(("K0", "K1", "K2"),
+                                                          (kernel_path.K0, kernel_path.K1, kernel_path.K2)))
 
 
 def _assemble(path: tuple[np.ndarray, np.ndarray, np.ndarray], s: float, out: np.ndarray) -> np.ndarray:
@@ -240,6 +259,10 @@ def _top_eigenvalue(K: np.ndarray, v0: np.ndarray | None) -> tuple[float, np.nda
 
 def _eigh_point(K: np.ndarray, s: float, block: int, floor_dtype) -> tuple[PathPoint, np.ndarray, np.ndarray]:
     w, V = np.linalg.eigh(K)
+    return _eigh_from(K, s, w, V, block, floor_dtype)
+
+
+def _eigh_from(K, s, w, V, block, floor_dtype) -> tuple[PathPoint, np.ndarray, np.ndarray]:
     floor = numerical_floor(max(abs(w[-1]), abs(w[0])), K.shape[0], floor_dtype)
     residual = float(np.linalg.norm(K @ V[:, 0] - w[0] * V[:, 0]))
     point = PathPoint(float(s), float(w[0]), float(w[-1]), floor, residual, "eigh", 0)
@@ -258,23 +281,32 @@ def _predict(points: list[PathPoint], s: float) -> float | None:
     return value if value > 0 else None
 
 
-def _subspace_point(K, s, V, top, tol, max_iter, floor_dtype, work, predicted, margin):
+def _error_bound(ritz: np.ndarray, residual: float) -> float:
+    """How far the lowest Ritz value can be from an eigenvalue: the residual, or residual^2 / gap when the
+    next Ritz value is a gap above it (the quadratic accuracy of Ritz values; the gap is estimated)."""
+    gap = float(ritz[1] - ritz[0]) if ritz.size > 1 else 0.0
+    return min(residual, residual**2 / gap) if gap > 0 else residual
+
+
+def _subspace_point(K, s, V, top, tol, max_iter, floor_dtype, work, predicted, margin, lam_max=None):
     """Shifted block inverse iteration with Rayleigh-Ritz, warm-started from V; None when not certified.
 
     The shift sigma is placed just below the expected lambda_min (the smaller of the warm start's lowest Ritz
     value, an upper bound, and the extrapolation ``predicted``) by the relative ``margin``. Then
     (K - sigma)^{-1} has lambda_1 - sigma << lambda_2 - sigma even when the bottom of the spectrum is a
     cluster, and a step or two converge. A failed Cholesky means lambda_min < sigma: the margin is widened,
-    down to sigma = 0, where a failure means K is not positive definite to working precision.
+    down to sigma = 0, where a failure means K is not positive definite to working precision, and no Ritz
+    value above a failed shift is accepted.
     """
     n = K.shape[0]
-    lam_max, top = _top_eigenvalue(K, top)
+    if lam_max is None:  # else the caller knows lambda_max (and its eigenvector ``top``) already
+        lam_max, top = _top_eigenvalue(K, top)
     floor = numerical_floor(lam_max, n, floor_dtype)
     KV = K @ V
     ritz, Y = np.linalg.eigh(V.T @ KV)
     V = V @ Y
     expected = float(ritz[0]) if predicted is None else min(float(ritz[0]), predicted)
-    factor, shift = None, 0.0
+    factor, shift, below = None, 0.0, math.inf
     for attempt in range(3):
         shift = max(expected * (1.0 - margin * 8.0**attempt), 0.0) if attempt < 2 else 0.0
         np.copyto(work, K)
@@ -283,11 +315,11 @@ def _subspace_point(K, s, V, top, tol, max_iter, floor_dtype, work, predicted, m
             factor = scipy.linalg.cho_factor(work, lower=True, overwrite_a=True, check_finite=False)
             break
         except np.linalg.LinAlgError:
-            factor = None
+            factor, below = None, min(below, shift)  # proof that lambda_min < shift
             if shift == 0.0:
                 break
     if factor is None:
-        return None, V, top
+        return None, V, top, None
     for iteration in range(1, max_iter + 1):
         W = scipy.linalg.cho_solve(factor, V, check_finite=False)
         Q, _ = np.linalg.qr(W)
@@ -296,20 +328,182 @@ def _subspace_point(K, s, V, top, tol, max_iter, floor_dtype, work, predicted, m
         V = Q @ Y
         r = KQ @ Y[:, 0] - ritz[0] * V[:, 0]
         theta, residual = float(ritz[0]), float(np.linalg.norm(r))
-        # Some eigenvalue lies within `residual` of theta, and theta >= lambda_min (Ritz value).
-        if theta <= floor or residual <= tol * theta:
-            return PathPoint(float(s), theta, lam_max, floor, residual, "subspace", iteration, shift), V, top
-    return None, V, top
+        # Some eigenvalue lies within the error bound of theta, and theta >= lambda_min (Ritz value). A failed
+        # factorization proved lambda_min < ``below``: a theta above it is another eigenvalue (the warm start
+        # missed the lowest eigenvector), so iterate on, then fall back to eigh.
+        if theta < below and (theta <= floor or _error_bound(ritz, residual) <= tol * theta):
+            point = PathPoint(float(s), theta, lam_max, floor, residual, "subspace", iteration, shift)
+            return point, V, top, factor
+    return None, V, top, None
+
+
+#: Reduced sweep: Davidson corrections tried at one s before it becomes an anchor, and residuals per correction.
+_CORRECTIONS = 1
+_DAVIDSON_VECTORS = 4
+#: Residual steps tried for lambda_max at one s (it only sets the floor; its eigenvector is well separated).
+_TOP_STEPS = 4
+
+
+class _ReducedBasis:
+    """An orthonormal basis U (n, k) with K_i U and the projected path U^T K(s) U = A0 + s A1 + s^2 A2."""
+
+    def __init__(self, coefficients: tuple[np.ndarray, np.ndarray, np.ndarray]):
+        self.coefficients = coefficients
+        n = coefficients[0].shape[0]
+        self.U = np.zeros((n, 0))
+        self.KU = [np.zeros((n, 0)) for _ in coefficients]
+        self.A = [np.zeros((0, 0)) for _ in coefficients]
+
+    @property
+    def size(self) -> int:
+        return self.U.shape[1]
+
+    def add(self, W: np.ndarray) -> None:
+        """Extend U by the part of W's columns outside span(U) (Gram-Schmidt twice, rank-revealing QR)."""
+        for _ in range(2):
+            W = W - self.U @ (self.U.T @ W)
+        Q, R = np.linalg.qr(W)
+        diag = np.abs(np.diag(R))
+        Q = Q[:, diag > 1e-10 * max(float(diag.max(initial=0.0)), np.finfo(np.float64).tiny)]
+        if Q.shape[1] == 0:
+            return
+        Q = Q - self.U @ (self.U.T @ Q)
+        Q, _ = np.linalg.qr(Q)
+        KQ = [K @ Q for K in self.coefficients]
+        # A_i grows by the blocks U^T K_i Q and Q^T K_i Q (U^T K_i Q = (K_i U)^T Q, K_i symmetric).
+        self.A = [np.block([[A, KU.T @ Q], [(KU.T @ Q).T, Q.T @ KQ_i]])
+                  for A, KU, KQ_i in zip(self.A, self.KU, KQ)]
+        self.U = np.hstack([self.U, Q])
+        self.KU = [np.hstack([KU, KQ_i]) for KU, KQ_i in zip(self.KU, KQ)]
+
+    def ritz(self, s: float) -> tuple[np.ndarray, np.ndarray]:
+        """Ritz values (ascending) and coordinates of K(s) on span(U)."""
+        A = (self.A[2] * s + self.A[1]) * s + self.A[0]
+        return np.linalg.eigh(0.5 * (A + A.T))
+
+    def residual_vectors(self, s: float, Y: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        """K(s) U y - theta U y for the columns y of Y, at O(n k) cost (K(s) never formed)."""
+        KUY = (self.KU[2] @ Y * s + self.KU[1] @ Y) * s + self.KU[0] @ Y
+        return KUY - (self.U @ Y) * theta
+
+    def residuals(self, s: float, Y: np.ndarray, theta: np.ndarray) -> np.ndarray:
+        """||K(s) U y - theta U y|| for the columns y of Y."""
+        return np.linalg.norm(self.residual_vectors(s, Y, theta), axis=0)
+
+    def compress(self, Y: np.ndarray) -> None:
+        """Restart: keep span(U Y) only (Y with orthonormal columns); no product with K is needed."""
+        self.U = self.U @ Y
+        self.KU = [KU @ Y for KU in self.KU]
+        self.A = [self.U.T @ KU for KU in self.KU]
+
+
+def _reduced_point(basis: _ReducedBasis, s: float, tol: float, floor_dtype):
+    """The reduced-basis point at s, whether its lambda_min and its lambda_max passed the error test, and the
+    Ritz values and coordinates (ascending)."""
+    theta, Y = basis.ritz(s)
+    r_min, r_max = basis.residuals(s, Y[:, [0, -1]], theta[[0, -1]])
+    lam_min, lam_max = float(theta[0]), float(theta[-1])
+    floor = numerical_floor(lam_max, basis.U.shape[0], floor_dtype)
+    bottom_ok = lam_min <= floor or _error_bound(theta, float(r_min)) <= tol * lam_min
+    top_ok = _error_bound(-theta[::-1], float(r_max)) <= tol * lam_max
+    point = PathPoint(float(s), lam_min, lam_max, floor, float(r_min), "reduced", 0)
+    return point, bottom_ok, top_ok, theta, Y
+
+
+def _reduced_sweep(coefficients, grid, *, block, tol, max_iter, floor_dtype, anchor_every, emit):
+    """The reduced-basis sweep of the module docstring; ``emit`` receives the points in grid order."""
+    n = coefficients[0].shape[0]
+    basis = _ReducedBasis(coefficients)
+    K = np.empty((n, n))
+    work = np.empty((n, n), order="F")
+    done: list[PathPoint] = []  # points emitted (up to and including the last anchor)
+    pending: list[PathPoint] = []  # points since the last anchor, emitted when the next anchor confirms them
+    margin = 0.05
+    precondition = None  # (K(s_a) - sigma_a I)^{-1} of the last anchor
+    max_size = 8 * block + 8
+
+    def anchor(s: float, Y: np.ndarray | None, lam_max: float | None = None) -> PathPoint:
+        nonlocal margin, precondition
+        _assemble(coefficients, s, K)
+        point = None
+        if Y is not None:
+            predicted = _predict(done + pending, s)
+            V, top = basis.U @ Y[:, :block], basis.U @ Y[:, -1]
+            point, V, top, factor = _subspace_point(K, s, V, top, tol, max_iter, floor_dtype, work, predicted,
+                                                    margin, lam_max)
+            if point is not None:
+                precondition = lambda R, factor=factor: scipy.linalg.cho_solve(factor, R, check_finite=False)  # noqa: E731
+                if predicted is not None and point.resolved:
+                    margin = float(np.clip(4.0 * abs(point.lambda_min - predicted) / point.lambda_min, 1e-4, 0.5))
+        if point is None:
+            w, V_all = np.linalg.eigh(K)
+            point, V, top = _eigh_from(K, s, w, V_all, block, floor_dtype)
+            shift = w[0] - max(margin * abs(w[0]), point.floor)
+            precondition = lambda R: V_all @ ((V_all.T @ R) / (w - shift)[:, None])  # noqa: E731
+        basis.add(np.hstack([V, top[:, None]]))
+        return point
+
+
+    def reduced(s: float):
+        """The reduced point at s, enriched by preconditioned residuals (Davidson steps) until it passes;
+        with the point: whether lambda_min passed, the Ritz coordinates, and lambda_max when it passed."""
+        for correction in range(_CORRECTIONS + 1):
+            point, ok, top_ok, theta, Y = _reduced_point(basis, s, tol, floor_dtype)
+            for _ in range(_TOP_STEPS):
+                if top_ok:
+                    break
+                # Lanczos-like step for the well-separated top: add the top Ritz vector's residual.
+                basis.add(basis.residual_vectors(s, Y[:, -1:], theta[-1:]))
+                point, ok, top_ok, theta, Y = _reduced_point(basis, s, tol, floor_dtype)
+            if ok or correction == _CORRECTIONS:
+                return point, ok, Y, (point.lambda_max if top_ok else None)
+            if basis.size > max_size:  # restart from the Ritz vectors at this s, bottom and top
+                keep = np.r_[0:2 * block, basis.size - 2:basis.size]
+                basis.compress(Y[:, keep])
+                point, ok, top_ok, theta, Y = _reduced_point(basis, s, tol, floor_dtype)
+            p = min(_DAVIDSON_VECTORS, basis.size)
+            basis.add(precondition(basis.residual_vectors(s, Y[:, :p], theta[:p])))
+
+    since_anchor = 0
+    for s in grid:
+        s = float(s)
+        if basis.size == 0:
+            point = anchor(s, None)
+        else:
+            point_r, ok, Y, lam_max = reduced(s)
+            since_anchor += 1
+            if ok and since_anchor < anchor_every:
+                pending.append(point_r)
+                continue
+            point = anchor(s, Y, lam_max)
+            missed = ok and point.resolved and point_r.lambda_min - point.lambda_min > tol * point.lambda_min * 1e3
+            if missed:  # an eigenvector outside the basis: redo the segment with the enriched basis
+                redone = []
+                for old in pending:
+                    again, ok_again, Y_again, lam_max_again = reduced(old.s)
+                    redone.append(again if ok_again else anchor(old.s, Y_again, lam_max_again))
+                pending = redone
+        since_anchor = 0
+        for p in pending:
+            emit(p)
+        done += pending
+        pending = []
+        emit(point)
+        done.append(point)
+    for p in pending:
+        emit(p)
+    return done + pending
 
 
 def lambda_min_path(
     kernel_path: KernelPath,
     s_grid,
     *,
-    method: str = "subspace",
+    method: str = "reduced",
     block: int = 16,
-    tol: float = 1e-7,
+    tol: float = 1e-8,
     max_iter: int = 30,
+    anchor_every: int = 32,
     dtype=None,
     on_point: Callable[[PathPoint], None] | None = None,
     blas_threads: int | str | None = "auto",
@@ -320,11 +514,15 @@ def lambda_min_path(
       kernel_path: the three (n, n) coefficient matrices (:func:`ntkhom.kernels.empirical_kernel_path` or
         :func:`ntkhom.kernels.infinite_kernel_path`); converted once to float64 NumPy.
       s_grid: strictly increasing finite values of s, shape (k,).
-      method: ``"subspace"`` (warm-started block inverse iteration, certified by the residual, eigh fallback;
-        see the module docstring) or ``"eigh"`` (a full float64 eigendecomposition at every s: the reference).
-      block: number of Ritz vectors carried from one s to the next (p); larger is more robust to crossings.
-      tol: accept theta when ||K v - theta v|| <= tol * theta (so theta is within tol relative of an eigenvalue).
+      method: ``"reduced"`` (reduced-basis sweep with certified anchors), ``"subspace"`` (warm-started
+        certified block inverse iteration at every s, eigh fallback; see the module docstring) or ``"eigh"``
+        (a full float64 eigendecomposition at every s: the reference).
+      block: number of Ritz vectors carried from one s to the next (p), or added to the reduced basis at
+        each anchor; larger is more robust to eigenvalue crossings.
+      tol: accept theta when its error bound min(r, r^2 / gap) (r = ||K v - theta v||) is <= tol * theta,
+        i.e. theta is within about tol relative of an eigenvalue.
       max_iter: subspace iterations per s before falling back to eigh.
+      anchor_every: ``"reduced"`` only: force a certified anchor after this many reduced points.
       dtype: the precision the kernel was computed in, for the floor (default: the kernel path's dtype).
       on_point: called with each finished :class:`PathPoint` (for streaming results to disk).
       blas_threads: BLAS threads during the sweep: ``"auto"`` (1 for n <= 1024), an int, or None (no limit).
@@ -340,36 +538,45 @@ def lambda_min_path(
         raise ValueError(f"tol must be positive and finite, got {tol}")
     grid = check_s_grid(s_grid)
     floor_dtype = np.dtype(dtype) if dtype is not None else np.dtype(str(kernel_path.dtype))
-    coefficients = tuple(_float64(k) for k in (kernel_path.K0, kernel_path.K1, kernel_path.K2))
-    for name, k in zip(("K0", "K1", "K2"), coefficients):
-        check_kernel(k, name)
+    coefficients = _coefficients(kernel_path)
+    if int(anchor_every) != anchor_every or anchor_every < 1:
+        raise ValueError(f"anchor_every must be a positive integer, got {anchor_every}")
     n = coefficients[0].shape[0]
     block = min(int(block), n)
+
+    def emit(point):
+        if on_point is not None:
+            on_point(point)
+
     # Small matrices: eigh is as fast as anything and needs no warm start.
-    iterate = method == "subspace" and n >= 4 * block
-    K = np.empty((n, n))
-    work = np.empty((n, n), order="F")
-    V = top = None
-    margin, predicted = 0.05, None
-    points = []
+    if method == "eigh" or n < 4 * block:
+        method = "eigh"
     with _blas_threads(n, blas_threads):
+        if method == "reduced":
+            points = _reduced_sweep(coefficients, grid, block=block, tol=tol, max_iter=max_iter,
+                                    floor_dtype=floor_dtype, anchor_every=int(anchor_every), emit=emit)
+            return LambdaMinPath(tuple(points))
+        K = np.empty((n, n))
+        work = np.empty((n, n), order="F")
+        V = top = None
+        margin, predicted = 0.05, None
+        points = []
         for s in grid:
             _assemble(coefficients, float(s), K)
             point = None
-            if iterate and V is not None:
+            if method == "subspace" and V is not None:
                 predicted = _predict(points, float(s))
-                point, V_new, top_new = _subspace_point(K, s, V, top, tol, max_iter, floor_dtype, work,
-                                                        predicted, margin)
+                point, V_new, top_new, _ = _subspace_point(K, s, V, top, tol, max_iter, floor_dtype, work,
+                                                           predicted, margin)
                 if point is not None:
                     V, top = V_new, top_new
             if point is None:
                 point, V, top = _eigh_point(K, s, block, floor_dtype)
-            if iterate and predicted is not None and point.resolved:
+            if method == "subspace" and predicted is not None and point.resolved:
                 # Next shift margin: a few times this step's prediction error, within [1e-4, 0.5].
                 margin = float(np.clip(4.0 * abs(point.lambda_min - predicted) / point.lambda_min, 1e-4, 0.5))
             points.append(point)
-            if on_point is not None:
-                on_point(point)
+            emit(point)
     return LambdaMinPath(tuple(points))
 
 
@@ -377,7 +584,7 @@ def spectrum_path(kernel_path: KernelPath, s_grid, *, dtype=None) -> list[Spectr
     """The full float64 spectrum (:func:`ntkhom.spectrum.spectrum`) of K(s) at every s of the grid."""
     grid = check_s_grid(s_grid)
     floor_dtype = dtype if dtype is not None else str(kernel_path.dtype)
-    coefficients = tuple(_float64(k) for k in (kernel_path.K0, kernel_path.K1, kernel_path.K2))
+    coefficients = _coefficients(kernel_path)
     K = np.empty_like(coefficients[0])
     with _blas_threads(K.shape[0], "auto"):
         return [spectrum(_assemble(coefficients, float(s), K).copy(), dtype=floor_dtype) for s in grid]
@@ -438,7 +645,7 @@ def homotopy_spectra(
     *,
     infinite: bool = True,
     densities_at: Sequence[float] = (),
-    method: str = "subspace",
+    method: str = "reduced",
     on_point: Callable[[int | str, int | None, PathPoint], None] | None = None,
 ) -> Iterator[PathResult]:
     """lambda_min(s) along the homotopy path at infinite width and at each finite width for ``seeds`` seeds.

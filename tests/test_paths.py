@@ -54,8 +54,8 @@ def test_fast_lambda_min_agrees_with_eigh_above_floor_and_flags_below(width):
     grid = np.linspace(0.0, 2.0, 25)
     fast = paths.lambda_min_path(kpath, grid, block=4)
     reference = paths.lambda_min_path(kpath, grid, method="eigh")
-    # The fast path must really be the iteration (not silently eigh everywhere).
-    assert fast.methods.count("subspace") >= len(grid) - 3
+    # The fast path must really be the reduced sweep (not silently eigh everywhere).
+    assert fast.methods.count("eigh") <= 3 and fast.methods.count("reduced") >= len(grid) // 2
     for f, r in zip(fast.points, reference.points):
         assert f.floor == pytest.approx(r.floor, rel=1e-6)
         if r.resolved:
@@ -70,7 +70,8 @@ def test_fast_lambda_min_agrees_with_eigh_above_floor_and_flags_below(width):
     assert fast.resolved[1:].all()
 
 
-def test_not_positive_definite_falls_back_to_eigh_and_is_flagged():
+@pytest.mark.parametrize("method", ["reduced", "subspace"])
+def test_not_positive_definite_is_exact_and_flagged(method):
     rng = np.random.default_rng(0)
     A = rng.standard_normal((40, 40))
     K0 = A @ A.T
@@ -78,12 +79,30 @@ def test_not_positive_definite_falls_back_to_eigh_and_is_flagged():
     shift = 10 * np.linalg.eigvalsh(K0)[0]
     kpath = KernelPath(K0, -shift * np.eye(40), np.zeros((40, 40)))
     grid = np.linspace(0.0, 1.0, 11)
-    path = paths.lambda_min_path(kpath, grid, block=4)
+    path = paths.lambda_min_path(kpath, grid, block=4, method=method)
     for point in path.points:
         expected = np.linalg.eigvalsh(K0 - point.s * shift * np.eye(40))[0]
         assert point.lambda_min == pytest.approx(expected, rel=1e-8, abs=1e-10)
         if expected < 0:
-            assert point.method == "eigh" and not point.resolved
+            assert not point.resolved
+            # the certified iteration cannot factor an indefinite matrix and must fall back to eigh
+            assert method == "reduced" or point.method == "eigh"
+
+
+def test_reduced_sweep_recovers_an_eigenvector_its_basis_never_saw():
+    # K(s) = B - 10 s u u^T with u a middle eigenvector of B, orthogonal to everything the sweep starts from:
+    # its eigenvalue 5.5 - 10 s becomes the smallest past s = 0.45 while every Ritz residual stays zero. Only
+    # the periodic certified anchor can notice, and then the points since the previous anchor are redone.
+    n = 60
+    Q, _ = np.linalg.qr(np.random.default_rng(1).standard_normal((n, n)))
+    B = (Q * np.linspace(1.0, 10.0, n)) @ Q.T
+    u = Q[:, n // 2]
+    kpath = KernelPath(B, -10.0 * np.outer(u, u), np.zeros((n, n)))
+    grid = np.linspace(0.0, 0.5, 26)
+    path = paths.lambda_min_path(kpath, grid, block=4, anchor_every=5)
+    expected = [np.linalg.eigvalsh(B - 10.0 * s * np.outer(u, u))[0] for s in grid]
+    np.testing.assert_allclose(path.lambda_min, expected, rtol=1e-6)
+    assert path.methods.count("reduced") >= len(grid) // 2
 
 
 def test_infinite_width_ratio_grows_like_s_squared_for_unit_norm_inputs_n_above_d():
@@ -145,6 +164,8 @@ def test_bad_input_raises_clear_errors():
         paths.lambda_min_path(kpath, [])
     with pytest.raises(ValueError, match="unknown method"):
         paths.lambda_min_path(kpath, [1.0], method="lanczos")
+    with pytest.raises(ValueError, match="anchor_every"):
+        paths.lambda_min_path(kpath, [1.0], anchor_every=0)
     x = _sphere(8, 3)
     with pytest.raises(ValueError, match="positive integer"):
         next(paths.homotopy_spectra(two_layer(1), x, [1.0], [64, 0], 1, KEY))

@@ -51,7 +51,8 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: dict | None = None)
     parser.add_argument("--depth", type=int, default=d["depth"], help="hidden layers (1: exact three-matrix path)")
     parser.add_argument("--trained", default="hidden", choices=("hidden", "all"))
     parser.add_argument("--bias", action="store_true", help="hidden-layer biases")
-    parser.add_argument("--method", default="subspace", choices=("subspace", "eigh"))
+    parser.add_argument("--method", default="reduced", choices=("reduced", "subspace", "eigh"),
+                        help="lambda_min along the path (ntkhom.paths.lambda_min_path)")
     parser.add_argument("--seed", type=int, default=0, help="PRNG seed for data and parameters")
 
 
