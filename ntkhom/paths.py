@@ -259,14 +259,20 @@ def _top_eigenvalue(K: np.ndarray, v0: np.ndarray | None) -> tuple[float, np.nda
 
 def _eigh_point(K: np.ndarray, s: float, block: int, floor_dtype) -> tuple[PathPoint, np.ndarray, np.ndarray]:
     w, V = np.linalg.eigh(K)
-    return _eigh_from(K, s, w, V, block, floor_dtype)
-
-
-def _eigh_from(K, s, w, V, block, floor_dtype) -> tuple[PathPoint, np.ndarray, np.ndarray]:
     floor = numerical_floor(max(abs(w[-1]), abs(w[0])), K.shape[0], floor_dtype)
     residual = float(np.linalg.norm(K @ V[:, 0] - w[0] * V[:, 0]))
     point = PathPoint(float(s), float(w[0]), float(w[-1]), floor, residual, "eigh", 0)
     return point, V[:, :block].copy(), V[:, -1].copy()
+
+
+def _bottom_eigh_point(K: np.ndarray, s: float, block: int, floor_dtype):
+    """As :func:`_eigh_point`, from the lowest ``block`` eigenpairs only (LAPACK evr, no back-transformation
+    of the other vectors: about a third of a full eigh) and lambda_max by Lanczos."""
+    w, V = scipy.linalg.eigh(K, subset_by_index=[0, block - 1], driver="evr", check_finite=False)
+    lam_max, top = _top_eigenvalue(K, None)
+    floor = numerical_floor(max(abs(lam_max), abs(w[0])), K.shape[0], floor_dtype)
+    residual = float(np.linalg.norm(K @ V[:, 0] - w[0] * V[:, 0]))
+    return PathPoint(float(s), float(w[0]), lam_max, floor, residual, "eigh", 0), V, top
 
 
 def _predict(points: list[PathPoint], s: float) -> float | None:
@@ -436,10 +442,16 @@ def _reduced_sweep(coefficients, grid, *, block, tol, max_iter, floor_dtype, anc
                 if predicted is not None and point.resolved:
                     margin = float(np.clip(4.0 * abs(point.lambda_min - predicted) / point.lambda_min, 1e-4, 0.5))
         if point is None:
-            w, V_all = np.linalg.eigh(K)
-            point, V, top = _eigh_from(K, s, w, V_all, block, floor_dtype)
-            shift = w[0] - max(margin * abs(w[0]), point.floor)
-            precondition = lambda R: V_all @ ((V_all.T @ R) / (w - shift)[:, None])  # noqa: E731
+            point, V, top = _bottom_eigh_point(K, s, block, floor_dtype)
+            precondition = None
+            shift = point.lambda_min - max(margin * abs(point.lambda_min), point.floor)
+            np.copyto(work, K)
+            work[np.diag_indices(n)] -= shift
+            try:
+                factor = scipy.linalg.cho_factor(work, lower=True, overwrite_a=True, check_finite=False)
+                precondition = lambda R, factor=factor: scipy.linalg.cho_solve(factor, R, check_finite=False)  # noqa: E731
+            except np.linalg.LinAlgError:  # not positive definite to working precision: no Davidson steps
+                pass
         basis.add(np.hstack([V, top[:, None]]))
         return point
 
@@ -455,7 +467,7 @@ def _reduced_sweep(coefficients, grid, *, block, tol, max_iter, floor_dtype, anc
                 # Lanczos-like step for the well-separated top: add the top Ritz vector's residual.
                 basis.add(basis.residual_vectors(s, Y[:, -1:], theta[-1:]))
                 point, ok, top_ok, theta, Y = _reduced_point(basis, s, tol, floor_dtype)
-            if ok or correction == _CORRECTIONS:
+            if ok or correction == _CORRECTIONS or precondition is None:
                 return point, ok, Y, (point.lambda_max if top_ok else None)
             if basis.size > max_size:  # restart from the Ritz vectors at this s, bottom and top
                 keep = np.r_[0:2 * block, basis.size - 2:basis.size]
