@@ -137,12 +137,22 @@ def bench_grid(model, x, y, lr, steps, seeds=16, s_values=(0.5, 1.0, 1.5, 1.9)):
     return vmapped, sequential, len(params)
 
 
+def _best(bench, repeats, *args):
+    """The best (rate, final loss) of ``repeats`` timed runs: on a small shared CPU one timing can be off by
+    half, and every competitor gets the same number of tries."""
+    results = [bench(*args) for _ in range(repeats)]
+    if results[0][0] is None:  # torch not installed
+        return results[0]
+    return max(results, key=lambda r: r[0])
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--paper-steps", type=int, default=2000)
     parser.add_argument("--large-steps", type=int, default=10)
     parser.add_argument("--large", type=int, nargs=3, default=[4000, 32, 8192], metavar=("N", "D", "M"))
     parser.add_argument("--grid-steps", type=int, default=500)
+    parser.add_argument("--repeats", type=int, default=3, help="timed runs per method; the best is reported")
     parser.add_argument("--float64", action="store_true", help="run in float64 (default float32)")
     args = parser.parse_args()
     if args.float64:
@@ -157,7 +167,8 @@ def main():
         torch_version = "torch not installed"
     dtype = "float64" if args.float64 else "float32"
     print(f"python {platform.python_version()}, jax {jax.__version__}, optax {optax.__version__}, {torch_version}")
-    print(f"device {jax.devices()[0]}, dtype {dtype}, machine {platform.machine()}; compilation excluded")
+    print(f"device {jax.devices()[0]}, dtype {dtype}, machine {platform.machine()}; compilation excluded; "
+          f"best of {args.repeats} timed runs per method")
     print()
     print("| problem | steps | ntkhom steps/s | optax loop steps/s | torch loop steps/s | ntkhom / optax | "
           "ntkhom / torch |")
@@ -165,9 +176,9 @@ def main():
     for label, (n, d, m), steps, lr in (("paper", (100, 10, 1000), args.paper_steps, 0.02),
                                         ("large", tuple(args.large), args.large_steps, 1e-4)):
         model, x, y, params = _setup(n, d, m)
-        ours, loss_ours = bench_ntkhom(model, x, y, params, lr, steps)
-        optax_rate, loss_optax = bench_optax(model, x, y, params, lr, steps)
-        torch_rate, loss_torch = bench_torch(model, x, y, params, lr, steps)
+        ours, loss_ours = _best(bench_ntkhom, args.repeats, model, x, y, params, lr, steps)
+        optax_rate, loss_optax = _best(bench_optax, args.repeats, model, x, y, params, lr, steps)
+        torch_rate, loss_torch = _best(bench_torch, args.repeats, model, x, y, params, lr, steps)
         # same data, same start, same steps: the final losses must agree (a check that all three do GD)
         assert np.isclose(loss_ours, loss_optax, rtol=1e-3), (loss_ours, loss_optax)
         if torch_rate is not None:
