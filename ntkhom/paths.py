@@ -416,6 +416,11 @@ def _reduced_point(basis: _ReducedBasis, s: float, tol: float, floor_dtype):
     return point, bottom_ok, top_ok, theta, Y
 
 
+def _cholesky_solve(factor) -> Callable[[np.ndarray], np.ndarray]:
+    """R -> (K - sigma I)^{-1} R for a ``scipy.linalg.cho_factor`` result (the Davidson preconditioner)."""
+    return lambda R: scipy.linalg.cho_solve(factor, R, check_finite=False)
+
+
 def _reduced_sweep(coefficients, grid, *, block, tol, max_iter, floor_dtype, anchor_every, emit):
     """The reduced-basis sweep of the module docstring; ``emit`` receives the points in grid order."""
     n = coefficients[0].shape[0]
@@ -438,7 +443,7 @@ def _reduced_sweep(coefficients, grid, *, block, tol, max_iter, floor_dtype, anc
             point, V, top, factor = _subspace_point(K, s, V, top, tol, max_iter, floor_dtype, work, predicted,
                                                     margin, lam_max)
             if point is not None:
-                precondition = lambda R, factor=factor: scipy.linalg.cho_solve(factor, R, check_finite=False)  # noqa: E731
+                precondition = _cholesky_solve(factor)
                 if predicted is not None and point.resolved:
                     margin = float(np.clip(4.0 * abs(point.lambda_min - predicted) / point.lambda_min, 1e-4, 0.5))
         if point is None:
@@ -448,13 +453,12 @@ def _reduced_sweep(coefficients, grid, *, block, tol, max_iter, floor_dtype, anc
             np.copyto(work, K)
             work[np.diag_indices(n)] -= shift
             try:
-                factor = scipy.linalg.cho_factor(work, lower=True, overwrite_a=True, check_finite=False)
-                precondition = lambda R, factor=factor: scipy.linalg.cho_solve(factor, R, check_finite=False)  # noqa: E731
+                precondition = _cholesky_solve(
+                    scipy.linalg.cho_factor(work, lower=True, overwrite_a=True, check_finite=False))
             except np.linalg.LinAlgError:  # not positive definite to working precision: no Davidson steps
                 pass
         basis.add(np.hstack([V, top[:, None]]))
         return point
-
 
     def reduced(s: float):
         """The reduced point at s, enriched by preconditioned residuals (Davidson steps) until it passes;
