@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["RunFolder", "environment", "progress", "to_jsonable", "markdown_table"]
+__all__ = ["RunFolder", "environment", "progress", "to_jsonable", "markdown_table", "read_csv"]
 
 
 def to_jsonable(value: Any) -> Any:
@@ -132,6 +132,13 @@ class RunFolder:
         figure.savefig(target, dpi=120, bbox_inches="tight")
         plt.close(figure)
         return target
+
+
+def read_csv(path: str | Path) -> list[dict[str, str]]:
+    """The rows of a run folder's CSV file (as written by :meth:`RunFolder.write_csv` / ``append_row``), as
+    dicts of strings keyed by the header."""
+    with Path(path).open(newline="") as handle:
+        return list(csv.DictReader(handle))
 
 
 def progress(iterable: Iterable, *, total: int | None = None, desc: str = "", enabled: bool = True):

@@ -1,18 +1,13 @@
 """Smoke tests of ``ntkhom reproduce am`` and ``ntkhom reproduce tiam --quick``: every method ran, every
 output file is there and the verdict tables agree with the numbers they were built from."""
 
-import csv
 import json
 import math
 
 import pytest
 
 from ntkhom.cli import main
-
-
-def _rows(path):
-    with path.open() as handle:
-        return list(csv.DictReader(handle))
+from ntkhom.report import read_csv
 
 
 def test_reproduce_am_quick(tmp_path):
@@ -20,7 +15,7 @@ def test_reproduce_am_quick(tmp_path):
     assert main(["reproduce", "am", "--quick", "--quiet", "--out", str(out)]) == 0
     for name in ("run.json", "runs.csv", "curves.csv", "summary.csv", "results.json", "summary.md", "wine.png"):
         assert (out / name).exists(), name
-    curves = _rows(out / "curves.csv")
+    curves = read_csv(out / "curves.csv")
     assert {r["method"] for r in curves} == {"analytic-am", "tiam", "plain-am", "gd", "sgd", "adam"}
     assert all(math.isfinite(float(r["train_mse"])) for r in curves)
     results = json.loads((out / "results.json").read_text())
@@ -38,7 +33,7 @@ def test_reproduce_am_quick(tmp_path):
 def test_reproduce_tiam_quick(tmp_path):
     out = tmp_path / "tiam"
     assert main(["reproduce", "tiam", "--quick", "--quiet", "--out", str(out)]) == 0
-    iterations = _rows(out / "iterations.csv")
+    iterations = read_csv(out / "iterations.csv")
     variants = {r["variant"] for r in iterations}
     assert "tiam p=0.3,0.3,0.2" in variants and "ipalm p=0.3,0.3,0" in variants
     for row in iterations:

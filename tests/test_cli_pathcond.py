@@ -1,17 +1,12 @@
 """Smoke test of ``ntkhom reproduce pathcond --quick``: it runs through the solver driver, writes every
 result file, and its numbers are consistent (function unchanged by rescaling, finite losses that decrease)."""
 
-import csv
 
 import numpy as np
 import pytest
 
 from ntkhom.cli import main
-
-
-def _rows(path):
-    with path.open() as handle:
-        return list(csv.DictReader(handle))
+from ntkhom.report import read_csv
 
 
 def test_quick_reproduce_pathcond(tmp_path):
@@ -21,19 +16,19 @@ def test_quick_reproduce_pathcond(tmp_path):
                  "reference_ntk.csv", "two_layer_losses.csv", "two_layer_ntk.csv", "reference_losses.png",
                  "two_layer_losses.png"):
         assert (out / name).is_file(), name
-    claims = _rows(out / "claims.csv")
+    claims = read_csv(out / "claims.csv")
     assert claims[0]["verdict"] == "reproduced"  # the rescaling preserved the function to 1e-10
     assert {row["verdict"] for row in claims} <= {"reproduced", "partly", "not reproduced", "explains",
                                                   "does not explain", "same direction", "mixed", "opposite"}
-    losses = _rows(out / "reference_losses.csv")
+    losses = read_csv(out / "reference_losses.csv")
     assert {row["method"] for row in losses} == {"none", "enorm", "pathcond"}
     assert {row["seed"] for row in losses} == {"0", "1"}
     for method in ("none", "enorm", "pathcond"):
         curve = [float(r["loss"]) for r in losses if r["method"] == method and r["seed"] == "0"]
         assert np.all(np.isfinite(curve)) and curve[-1] < curve[0]
-    ntk = _rows(out / "reference_ntk.csv")
+    ntk = read_csv(out / "reference_ntk.csv")
     assert len(ntk) == 6 and all(float(r["lambda_max"]) > 0 for r in ntk)
-    assert {float(r["s"]) for r in _rows(out / "two_layer_losses.csv")} == {0.5, 2.0}
+    assert {float(r["s"]) for r in read_csv(out / "two_layer_losses.csv")} == {0.5, 2.0}
     assert "| claim | measured | verdict |" in (out / "summary.md").read_text()
 
 

@@ -1,20 +1,15 @@
 """`ntkhom spectrum` / `ntkhom report`: files written, JSON equal to CSV, interrupts keep finished rows, bad input."""
 
-import csv
 import json
 
 import numpy as np
 import pytest
 
 from ntkhom.cli import main
-from ntkhom.report import RunFolder
+from ntkhom.report import RunFolder, read_csv
 
 SMALL = ["--n", "24", "--d", "4", "--widths", "64", "--seeds", "2", "--s-points", "5", "--quiet"]
 
-
-def _csv(path):
-    with path.open() as handle:
-        return list(csv.DictReader(handle))
 
 
 def _number(text):
@@ -28,7 +23,7 @@ def test_spectrum_writes_consistent_json_csv_and_plots(tmp_path):
                  "lambda_min.png", "ratio.png", "density.png", "gap.png", "summary.md"):
         assert (out / name).stat().st_size > 0, name
     points = json.loads((out / "points.json").read_text())
-    rows = _csv(out / "points.csv")
+    rows = read_csv(out / "points.csv")
     assert len(points) == len(rows) == 5 * (1 + 2)  # infinite width + 2 seeds of width 64
     for p, r in zip(points, rows):
         assert str(p["width"]) == r["width"] and p["s"] == pytest.approx(float(r["s"]))
@@ -62,7 +57,7 @@ def test_interrupt_mid_sweep_keeps_finished_rows(tmp_path, monkeypatch):
 
     monkeypatch.setattr(RunFolder, "append_row", append_then_interrupt)
     assert main(["spectrum", "--out", str(out), *SMALL]) == 130
-    rows = _csv(out / "points.csv")
+    rows = read_csv(out / "points.csv")
     assert len(rows) == 7
     assert [r["width"] for r in rows] == ["inf"] * 5 + ["64"] * 2
     finished = json.loads((out / "points.json").read_text())

@@ -1,17 +1,12 @@
 """The ``ntkhom train`` and ``ntkhom reproduce hrta`` commands end to end, at a small size."""
 
-import csv
 import json
 
 import numpy as np
 import pytest
 
 from ntkhom.cli import main
-
-
-def _rows(path):
-    with path.open() as handle:
-        return list(csv.DictReader(handle))
+from ntkhom.report import read_csv
 
 
 def test_train_writes_curves_with_the_kernel_prediction(tmp_path):
@@ -26,7 +21,7 @@ def test_train_writes_curves_with_the_kernel_prediction(tmp_path):
     results = json.loads((out / "results.json").read_text())["results"]
     gd = next(r for r in results if r["solver"] == "gd")
     assert gd["stop"] == "steps"
-    curves = [r for r in _rows(out / "curves.csv") if r["solver"] == "gd"]
+    curves = [r for r in read_csv(out / "curves.csv") if r["solver"] == "gd"]
     assert len(curves) == 7 and float(curves[0]["loss"]) == pytest.approx(float(curves[0]["predicted"]))
     # a wide network follows its linearized prediction: within 1% of the initial loss all along
     measured = np.array([float(r["loss"]) for r in curves])
@@ -41,7 +36,7 @@ def test_train_reports_a_diverging_step_instead_of_nan(tmp_path):
     main(["train", "--n", "12", "--d", "4", "--width", "64", "--steps", "200", "--seeds", "1", "--solvers", "gd",
           "--learning-rate", "50", "--out", str(out), "--quiet"])
     (row,) = json.loads((out / "results.json").read_text())["results"]
-    kernel = _rows(out / "kernel.csv")[0]
+    kernel = read_csv(out / "kernel.csv")[0]
     assert 50 > float(kernel["step_limit_2_over_lambda_max"])
     assert row["stop"] in ("diverged", "nonfinite") and row["stop_step"] < 200
     assert np.isfinite(row["final_loss"])
@@ -59,7 +54,7 @@ def test_train_refuses_bad_input(tmp_path):
 def test_reproduce_hrta_quick(tmp_path):
     out = tmp_path / "hrta"
     assert main(["reproduce", "hrta", "--quick", "--out", str(out), "--quiet"]) == 0
-    rows = _rows(out / "claims.csv")
+    rows = read_csv(out / "claims.csv")
     assert {"claim", "setting", "measured", "predicted", "verdict"} <= set(rows[0])
     claims = {r["claim"]: r for r in rows}
     assert claims["lambda_0 grows with s"]["verdict"] == "confirmed"
