@@ -33,11 +33,22 @@ __all__ = [
 _STATUS = "/proc/self/status"
 
 
-def time_call(fn: Callable[[], object], *, repeats: int = 3, warmup: int = 1, budget_s: float | None = None) -> dict:
+def time_call(
+    fn: Callable[[], object],
+    *,
+    repeats: int = 3,
+    warmup: int = 1,
+    budget_s: float | None = None,
+    min_total_s: float = 0.0,
+    max_repeats: int = 200,
+) -> dict:
     """Time ``fn()`` (blocked until its result is ready): ``warmup`` untimed calls, then up to ``repeats``.
 
     Timed calls stop early once their total exceeds ``budget_s`` (at least one is always made), so a slow
-    competitor is timed once instead of three times. Returns {"best", "median", "runs"} in seconds.
+    competitor is timed once instead of three times. Calls go on past ``repeats`` (up to ``max_repeats``)
+    until they total ``min_total_s``, so a call of milliseconds is timed as many times as fits in the time
+    a slow one takes thrice (timer and scheduler noise weigh more on short calls).
+    Returns {"best", "median", "runs"} in seconds.
     """
     import jax
 
@@ -46,7 +57,7 @@ def time_call(fn: Callable[[], object], *, repeats: int = 3, warmup: int = 1, bu
     for _ in range(warmup):
         jax.block_until_ready(fn())
     runs: list[float] = []
-    while len(runs) < repeats:
+    while len(runs) < repeats or (sum(runs) < min_total_s and len(runs) < max_repeats):
         start = time.perf_counter()
         jax.block_until_ready(fn())
         runs.append(time.perf_counter() - start)

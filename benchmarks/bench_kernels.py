@@ -7,15 +7,18 @@
 For every (dtype, n, width) it times, on the same inputs (x: n x d Gaussian, two_layer(width) at s = 1, the
 kernel K(X, X) over the trained parameters):
 
-- ``ntkhom``: :func:`ntkhom.kernels.empirical_ntk_two_layer` (matrix products, blocked over width);
+- ``ntkhom``: :func:`ntkhom.kernels.empirical_ntk_two_layer` as a user calls it (for ReLU with output
+  weights of equal magnitude the hidden term comes from bit-packed sign-pattern counts);
+- ``ntkhom-float``: the same with ``pattern=False``: float matrix products, blocked over width;
 - ``nt-jacobian``: neural-tangents JACOBIAN_CONTRACTION; ``nt-ntk-vp``: NTK_VECTOR_PRODUCTS (both jitted,
   compiled ahead of time so compilation is not timed);
 - ``matmul``: a plain (n x m) @ (m x n) product of the same dtype, the machine's attainable throughput.
 
 Each method runs in its own process, so its peak resident memory (VmHWM) is its own. The hidden-layer
 term of our kernel costs one n x m x n product (2 n^2 m flops), both layers two; ``% matmul`` is that flop
-count per second over the plain product's rate. It can exceed 100%: for K(X, X) the kernel multiplies only
-the upper block triangle (with T row tiles, (T + 1) / (2 T) of the product, 5/8 at n >= 1024) and mirrors it.
+count per second over the plain product's rate. It can exceed 100%: for K(X, X) the float kernel multiplies
+only the upper block triangle (with T row tiles, (T + 1) / (2 T) of the product, 5/8 at n >= 1024) and
+mirrors it, and the sign-pattern count does no float product at all (its figure is an equivalent rate).
 Memory columns: peak RSS is the whole process (JAX itself holds ~0.3 GiB); the XLA plan is arguments +
 outputs + temporaries of the compiled neural-tangents call, in GiB, while skip messages are in GB (1e9).
 A competitor whose compiled plan (XLA memory analysis) exceeds
@@ -43,7 +46,8 @@ from _common import (
     time_call,
 )
 
-METHODS = ("ntkhom", "nt-jacobian", "nt-ntk-vp")
+METHODS = ("ntkhom", "ntkhom-float", "nt-jacobian", "nt-ntk-vp")
+OURS = ("ntkhom", "ntkhom-float")
 DEFAULT_SIZES = "1000x1024,1000x8192,2000x1024,2000x8192"
 QUICK_SIZES = "1000x1024"
 
@@ -66,10 +70,10 @@ def _setup(case: dict):
     return model, params, x
 
 
-def _ours(model, params, x):
+def _ours(model, params, x, pattern=None):
     from ntkhom.kernels import empirical_ntk_two_layer
 
-    return empirical_ntk_two_layer(model, params, x)
+    return empirical_ntk_two_layer(model, params, x, pattern=pattern)
 
 
 def _matmul_case(case: dict, width: int) -> dict:
@@ -91,17 +95,20 @@ def run_case(case: dict) -> dict:
     model, params, x = _setup(case)
     method = case["method"]
     result = {"status": "ok", "input_dtype": str(x.dtype), "param_dtype": str(params[0]["W"].dtype)}
-    if method == "ntkhom":
+    if method in OURS:
+        pattern = None if method == "ntkhom" else False
         reset_peak_memory()
         if case["large"]:
             # One call, compilation included: at width 10^6 a second call would only double the wait.
-            timing = time_call(lambda: _ours(model, params, x), repeats=1, warmup=0)
+            timing = time_call(lambda: _ours(model, params, x, pattern), repeats=1, warmup=0)
         else:
-            timing = time_call(lambda: _ours(model, params, x), repeats=case["repeats"], warmup=1)
+            timing = time_call(
+                lambda: _ours(model, params, x, pattern), repeats=case["repeats"], warmup=1, min_total_s=1.0
+            )
         result["peak_bytes"] = peak_memory_bytes()
-        kernel = _ours(model, params, x)
+        kernel = _ours(model, params, x, pattern)
         finite = bool(jax.numpy.isfinite(kernel).all())
-        result.update(seconds=timing["best"], output_dtype=str(kernel.dtype), finite=finite)
+        result.update(seconds=timing["best"], runs=len(timing["runs"]), output_dtype=str(kernel.dtype), finite=finite)
         # The plain product: same n and dtype; at huge widths a (n x 16384) operand stands in for (n x m).
         result.update(_matmul_case(case, min(case["width"], 16384)))
         return result
@@ -126,13 +133,16 @@ def run_case(case: dict) -> dict:
         result["status"] = f"skipped: would need {need / 1e9:.1f} GB"
         return result
     reset_peak_memory()
-    timing = time_call(lambda: compiled(x, None, trainable), repeats=case["repeats"], warmup=0, budget_s=5.0)
+    timing = time_call(
+        lambda: compiled(x, None, trainable), repeats=case["repeats"], warmup=0, budget_s=5.0, min_total_s=1.0
+    )
     result["peak_bytes"] = peak_memory_bytes()
     kernel = compiled(x, None, trainable)
     ours = _ours(model, params, x)
     scale = float(jax.numpy.max(jax.numpy.abs(ours)))
     result.update(
         seconds=timing["best"],
+        runs=len(timing["runs"]),
         output_dtype=str(kernel.dtype),
         agreement=float(jax.numpy.max(jax.numpy.abs(kernel - ours))) / scale,
     )
@@ -158,7 +168,7 @@ def _flop_factor(trained: str) -> int:
     return 2 if trained == "all" else 1
 
 
-def _row(case: dict, method: str, result: dict, ours: dict | None) -> dict:
+def _row(case: dict, method: str, result: dict, ours: dict | None, ours_float: dict | None = None) -> dict:
     seconds = result.get("seconds")
     row = {
         "dtype": case["dtype"],
@@ -166,20 +176,24 @@ def _row(case: dict, method: str, result: dict, ours: dict | None) -> dict:
         "width": case["width"],
         "method": method,
         "time": format_seconds(seconds) if result["status"] == "ok" else result["status"],
+        "runs": result.get("runs", ""),
         "peak RSS": format_bytes(result.get("peak_bytes")),
         "XLA plan": format_bytes(result.get("planned_bytes")),
         "nt / ours": "",
+        "nt / float": "",
         "% matmul": "",
         "agreement": "",
         "out dtype": result.get("output_dtype", ""),
     }
-    if method == "ntkhom" and result["status"] == "ok":
+    if method in OURS and result["status"] == "ok":
         flops = _flop_factor(case["trained"]) * 2.0 * case["n"] ** 2 * case["width"]
         matmul_rate = 2.0 * case["n"] ** 2 * result["matmul_width"] / result["matmul_s"]
         row["% matmul"] = f"{100 * flops / seconds / matmul_rate:.0f}% of {matmul_rate / 1e9:.1f} GF/s"
     elif ours is not None and ours.get("status") == "ok":
         if result["status"] == "ok":
             row["nt / ours"] = f"{seconds / ours['seconds']:.0f}x"
+            if ours_float is not None and ours_float.get("status") == "ok":
+                row["nt / float"] = f"{seconds / ours_float['seconds']:.0f}x"
             row["agreement"] = f"{result['agreement']:.1e}"
         elif result["status"] == "timed out":
             row["nt / ours"] = f">= {case['timeout'] / ours['seconds']:.0f}x"
@@ -226,36 +240,40 @@ def main(argv: list[str] | None = None) -> int:
 
     print(environment_line())
     print(
-        f"d = {args.d}, s = {args.s}, trained = {args.trained}, K(X, X); best of {args.repeats}; "
+        f"d = {args.d}, s = {args.s}, trained = {args.trained}, K(X, X); time = best of `runs` calls "
+        f"(at least {args.repeats}, more until 1 s); "
         f"competitor timeout {args.competitor_timeout:.0f} s, memory limit {args.memory_limit_gb:g} GB"
     )
     base = {"d": args.d, "s": args.s, "trained": args.trained, "repeats": args.repeats, "seed": args.seed,
             "memory_limit_gb": args.memory_limit_gb, "large": False}
-    header = ["dtype", "n", "width", "method", "time", "peak RSS", "XLA plan", "nt / ours", "% matmul",
-              "agreement", "out dtype"]
+    header = ["dtype", "n", "width", "method", "time", "runs", "peak RSS", "XLA plan", "nt / ours", "nt / float",
+              "% matmul", "agreement", "out dtype"]
     print(" | ".join(header), flush=True)
     rows = []
     timed_out: dict[tuple[str, str], tuple[int, int]] = {}
     for dtype in dtypes:
         for n, width in sizes:
             case = dict(base, dtype=dtype, n=n, width=width)
-            ours = None
+            ours = ours_float = None
             for method in methods:
                 case_m = dict(case, method=method)
                 earlier = timed_out.get((method, dtype))
                 if earlier is not None and earlier[0] <= n and earlier[1] <= width:
                     result = {"status": f"skipped: timed out at {earlier[0]}x{earlier[1]}"}
                 else:
-                    timeout = 600.0 if method == "ntkhom" else args.competitor_timeout
+                    timeout = 600.0 if method in OURS else args.competitor_timeout
                     case_m["timeout"] = timeout
                     result = run_isolated([__file__, "--case", json.dumps(case_m)], timeout)
-                    if result["status"] == "timed out" and method != "ntkhom":
+                    if result["status"] == "timed out" and method not in OURS:
                         timed_out[(method, dtype)] = (n, width)
-                if method == "ntkhom":
-                    ours = result
+                if method in OURS:
+                    if method == "ntkhom":
+                        ours = result
+                    else:
+                        ours_float = result
                     if result["status"] == "ok" and result["output_dtype"] != dtype:
                         raise RuntimeError(f"asked for {dtype} but the kernel came out {result['output_dtype']}")
-                rows.append(_row(case_m, method, result, ours))
+                rows.append(_row(case_m, method, result, ours, ours_float))
                 _print_row(rows[-1])
 
     if large_width > 0 and "ntkhom" in methods:

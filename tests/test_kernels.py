@@ -1,6 +1,7 @@
 """Kernels: structured vs neural-tangents, infinite vs closed form, finite -> infinite width, the s-path."""
 
 import dataclasses
+import warnings
 
 import jax
 import numpy as np
@@ -62,6 +63,55 @@ def test_structured_other_activations(phi):
         rtol=1e-11,
         atol=1e-11,
     )
+
+
+# Sign-pattern counts (bit-packed, popcount) against float products: two independent computations of the
+# hidden-layer term. Widths not a multiple of 32 pad the last word; width 2500 with 2100-column blocks runs
+# several 1024-unit chunks per block; biases move the pattern off the origin.
+@pytest.mark.parametrize(
+    ("phi", "s", "width", "bias", "trained", "block_width"),
+    [("relu", 1.0, 17, False, "hidden", None), ("relu", 0.3, 2500, True, "hidden", 2100),
+     ("leaky_relu", 1.7, 100, True, "all", 40), ("abs", 2.6, 300, False, "hidden", 64),
+     ("relu", -0.4, 64, True, "all", None)],
+)
+@pytest.mark.parametrize("other", [False, True], ids=["K(X,X)", "K(X,X2)"])
+def test_sign_pattern_counts_equal_float_products(phi, s, width, bias, trained, block_width, other):
+    model = two_layer(width, s, bias=bias, trained=trained, phi=phi)
+    params = model.init(jax.random.PRNGKey(width), 5)
+    x2 = X2 if other else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # s outside [0, 2] warns by design
+        counted = kernels.empirical_ntk_two_layer(model, params, X, x2, block_width=block_width, pattern=True)
+        products = kernels.empirical_ntk_two_layer(model, params, X, x2, block_width=block_width, pattern=False)
+    np.testing.assert_allclose(counted, products, rtol=1e-12, atol=1e-12)
+    path_counted = kernels.empirical_kernel_path(model, params, X, x2, block_width=block_width, pattern=True)
+    path_products = kernels.empirical_kernel_path(model, params, X, x2, block_width=block_width, pattern=False)
+    for name in ("K0", "K1", "K2"):
+        np.testing.assert_allclose(getattr(path_counted, name), getattr(path_products, name), atol=1e-12)
+
+
+def test_sign_pattern_counts_are_exact_in_float32():
+    # The counts are integers, so the float32 kernel from them is at least as close to float64 as the
+    # float32 products are.
+    model = two_layer(3000, 1.0)
+    params = model.init(jax.random.PRNGKey(5), 5)
+    k64 = np.asarray(kernels.empirical_ntk_two_layer(model, params, X, pattern=False))
+    params32 = jax.tree.map(lambda a: a.astype(np.float32), params)
+    x32 = X.astype(np.float32)
+    counted = np.asarray(kernels.empirical_ntk_two_layer(model, params32, x32, pattern=True))
+    products = np.asarray(kernels.empirical_ntk_two_layer(model, params32, x32, pattern=False))
+    assert counted.dtype == np.float32
+    assert np.abs(counted - k64).max() <= np.abs(products - k64).max() + 1e-7
+
+
+def test_unequal_output_weights_fall_back_to_products():
+    model = two_layer(50, 0.8, trained="hidden")
+    params = model.init(jax.random.PRNGKey(6), 5)
+    scaled = (params[0], {"W": params[1]["W"] * np.linspace(0.5, 2.0, 50)[:, None]})
+    reference = kernels.empirical_ntk(model, scaled, X, X2)
+    np.testing.assert_allclose(kernels.empirical_ntk_two_layer(model, scaled, X, X2), reference, atol=1e-12)
+    with pytest.raises(ValueError, match="equal magnitude.*unequal"):
+        kernels.empirical_ntk_two_layer(model, scaled, X, pattern=True)
 
 
 @pytest.mark.parametrize("s", [0.0, 0.25, 0.5, 1.0, 1.5, 2.0])
@@ -148,8 +198,11 @@ def test_deep_infinite_kernel_is_symmetric_positive():
         (lambda m, p: kernels.empirical_ntk_two_layer(m, p, np.ones(5)), "2-D array"),
         (lambda m, p: kernels.closed_form_ntk_relu(np.zeros((2, 5))), "nonzero inputs"),
         (lambda m, p: kernels.empirical_kernel_path(mlp((4, 4)), p, X), "two-layer network"),
+        (lambda m, p: kernels.empirical_ntk_two_layer(two_layer(8, phi="tanh"), p, X, pattern=True), "'tanh'"),
+        (lambda m, p: kernels.empirical_ntk_two_layer(m, p, X, pattern="yes"), "pattern must be"),
     ],
-    ids=["d-mismatch", "x2-mismatch", "nan", "block", "rank", "zero-input", "deep-path"],
+    ids=["d-mismatch", "x2-mismatch", "nan", "block", "rank", "zero-input", "deep-path", "pattern-phi",
+         "pattern-option"],
 )
 def test_bad_input_is_named(call, message):
     model = two_layer(8)
