@@ -22,8 +22,9 @@ with B_ir = [z_ir > 0], N = B B'^T (shared positive units), c_i = sum_r B_ir and
 
     A A'^T = alpha (m p0^2 + p0 p1 (c_i + c'_j) + p1^2 N_ij).
 
-N is counted exactly on bit-packed patterns (32 units per uint32 word, AND then popcount), about a sixth
-of the time of one float32 product on AVX-512 CPUs and the same in float64.
+N is counted exactly on bit-packed patterns (32 units per uint32 word, AND then popcount): the whole
+kernel then takes about a sixth of the time of the float32 products on an AVX-512 CPU (n = 1000, width
+1024), and the counts themselves cost the same whatever the float dtype.
 """
 
 from __future__ import annotations
