@@ -1,7 +1,8 @@
 """Steps per second of full-batch gradient descent on a two-layer homotopy network.
 
 Compares, in one process and on the same data and initialization:
-  * ntkhom: ``ntkhom.solvers.driver.run`` of ``gradient_solver`` (chunked, compiled ``lax.scan``);
+  * ntkhom: ``ntkhom.solvers.driver.run`` of ``gradient_solver`` (chunked, compiled ``lax.scan``; its default
+    step, which is the fused C++ kernel of ``ntkhom.solvers.native`` where that applies, see the header line);
   * a per-step jitted optax loop (``optax.sgd``; Python calls one compiled step per iteration);
   * a plain PyTorch loop (autograd, ``W -= lr * W.grad``), when torch is importable;
 and a grid of 64 runs (16 seeds x 4 values of s) run as one vmapped batch (``run_batch``) against the same
@@ -169,6 +170,11 @@ def main():
     print(f"python {platform.python_version()}, jax {jax.__version__}, optax {optax.__version__}, {torch_version}")
     print(f"device {jax.devices()[0]}, dtype {dtype}, machine {platform.machine()}; compilation excluded; "
           f"best of {args.repeats} timed runs per method")
+    from ntkhom.solvers import native
+    from ntkhom.solvers.gradient import FUSED_MAX_WORK
+
+    fused = "available" if native.available() else f"unavailable ({native.unavailable_reason()})"
+    print(f"fused GD step: {fused}; used by default where n*d*m <= {FUSED_MAX_WORK}")
     print()
     print("| problem | steps | ntkhom steps/s | optax loop steps/s | torch loop steps/s | ntkhom / optax | "
           "ntkhom / torch |")
