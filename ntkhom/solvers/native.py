@@ -26,6 +26,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import tempfile
 from pathlib import Path
 
@@ -100,6 +101,8 @@ def _load() -> tuple[ctypes.CDLL | None, str]:
         ]).encode()).hexdigest()[:16]
         target = _cache_dir() / f"two_layer_gd-{key}.so"
         if not target.exists():
+            print(f"ntkhom: building the fused GD kernel once for this machine (about 15 s) into {target.parent}",
+                  file=sys.stderr, flush=True)
             _build(compiler, target)
         lib = ctypes.cdll.LoadLibrary(str(target))
         for name, symbol in _SYMBOLS.items():
