@@ -52,6 +52,18 @@ def test_fused_step_at_the_edges_of_its_blocks(d, m):
                                _steps(model, x, y, params, False)[0]["W"], rtol=1e-11, atol=1e-13)
 
 
+def test_fused_step_split_over_threads_equals_autodiff_step():
+    """n d m >= 2^21: a lone run's rows are shared out over XLA's thread pool (where it has two or more
+    threads) and the shares' gradients added; shares of unequal size and a padded SIMD block included."""
+    x, y = _data(301, 9)
+    model = two_layer(1003, s=1.4, phi="leaky_relu")
+    params = model.init(jax.random.PRNGKey(7), 9)
+    assert 301 * 9 * 1003 >= 2**21
+    fused, plain = _steps(model, x, y, params, True, steps=2), _steps(model, x, y, params, False, steps=2)
+    assert np.max(np.abs(plain[0]["W"] - params[0]["W"])) > 1e-3
+    np.testing.assert_allclose(fused[0]["W"], plain[0]["W"], rtol=1e-11, atol=1e-13)
+
+
 def test_fused_step_with_output_bias_and_mean_reduction():
     x, y = _data(15, 5)
     model = HomotopyMLP((40,), s=0.8, out_b_std=1.0, W_std=1.5)

@@ -2,11 +2,11 @@
 
 XLA's CPU code runs one full-batch GD step of a two-layer network as separate operations (two matrix
 products with a short inner dimension d, elementwise passes over the (n, m) pre-activations), each with its
-own pass over memory. ``two_layer_gd.cc`` does the step in two register-blocked passes on one core and is
-about twice as fast at the paper size (n = 100, d = 10, m = 1000), but slower than XLA's multithreaded
-products on large problems (``benchmarks/bench_training.py``). It is used by
-:func:`ntkhom.solvers.gradient.gradient_solver` when the run fits it (see ``fused=`` there) and runs inside
-``jit``, ``lax.scan`` and ``vmap`` like any JAX operation.
+own pass over memory. ``two_layer_gd.cc`` does the step in two register-blocked passes, shares a batch's
+runs (or a large lone run's rows) out over XLA's CPU thread pool, and is about twice as fast at the paper
+size (n = 100, d = 10, m = 1000), but slower than XLA's products on large problems
+(``benchmarks/bench_training.py``). It is used by :func:`ntkhom.solvers.gradient.gradient_solver` when
+the run fits it (see ``fused=`` there) and runs inside ``jit``, ``lax.scan`` and ``vmap`` like any JAX operation.
 
 Building: the source ships with ntkhom and is compiled once per machine with the system C++ compiler
 (``$CXX``, else ``c++``/``g++``/``clang++``; ``-O3 -march=native``) against the FFI headers that jaxlib

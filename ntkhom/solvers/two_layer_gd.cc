@@ -13,10 +13,21 @@
 // Leading (batch) dimensions broadcast: every operand has the same rank as the result plus its own trailing
 // dimensions, and each leading dimension is either the result's or 1 (jax.ffi.ffi_call with
 // vmap_method="expand_dims").
+//
+// Threads: XLA's intra-op pool and the calling thread. The runs of a batch (a vmapped grid of seeds and s) are
+// independent and are shared out a run at a time. A lone run (fewer runs than threads) with n d m >= 2^21 has
+// its rows shared out instead: each share writes the gradient of its rows and the caller adds the shares in
+// a fixed order, so the result does not depend on timing (it does on the number of threads, by rounding).
+// Below 2^21 (the paper size, 10^6, included) waking the pool cost more than splitting saved.
+#include <algorithm>
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <functional>
+#include <memory>
+#include <thread>
 #include <vector>
 
 #include "xla/ffi/api/ffi.h"
@@ -26,6 +37,10 @@ namespace ffi = xla::ffi;
 namespace {
 
 constexpr int kMaxInputDim = 32;  // the block of W lives in registers: d vectors
+// A single run's step is split over threads only from this much work (n d m) and with at least this many rows
+// a share: below it, waking the pool costs more than the split saves.
+constexpr int64_t kSplitMinWork = int64_t{1} << 21;
+constexpr int64_t kSplitMinRows = 8;
 
 template <typename T>
 struct Simd;
@@ -55,9 +70,12 @@ V* Scratch(size_t count) {
 
 // d is a template parameter so that the block of W and the gradient block stay in registers (a runtime d
 // keeps them on the stack, which halves the speed).
+//
+// With grad == nullptr the step writes W_out. Otherwise (a share of the rows, see GdStep) it writes the
+// gradient sum_i xs_ij r_i g(z_ik) of its rows to grad, (d, blocks) vectors, and leaves W_out alone.
 template <typename T, int d>
 bool StepFixedD(int n, int m, const T* xs, const T* y, const T* W, const T* a, T s, T lr, T pneg, T ppos,
-          T* W_out) {
+                T* W_out, typename Simd<T>::Vec* grad_out) {
   typedef typename Simd<T>::Vec V;
   constexpr int L = Simd<T>::kLanes;
   const int blocks = (m + L - 1) / L;  // the last block is zero-padded
@@ -112,6 +130,10 @@ bool StepFixedD(int n, int m, const T* xs, const T* y, const T* W, const T* a, T
       const T* x_i = xs + static_cast<size_t>(i) * d;
       for (int j = 0; j < d; ++j) grad[j] += x_i[j] * t;
     }
+    if (grad_out != nullptr) {
+      for (int j = 0; j < d; ++j) grad_out[static_cast<size_t>(j) * blocks + b] = grad[j];
+      continue;
+    }
     const V step = lr * load(a, k0);
     for (int j = 0; j < d; ++j) {
       const V w = load(W + static_cast<size_t>(j) * m, k0) - step * grad[j];
@@ -128,12 +150,12 @@ bool StepFixedD(int n, int m, const T* xs, const T* y, const T* W, const T* a, T
 // StepFixedD<T, d> for a runtime d in 1..kMaxInputDim.
 template <typename T, int D = 1>
 bool Step(int n, int d, int m, const T* xs, const T* y, const T* W, const T* a, T s, T lr, T pneg, T ppos,
-          T* W_out) {
+          T* W_out, typename Simd<T>::Vec* grad_out = nullptr) {
   if constexpr (D > kMaxInputDim) {
     return false;
   } else {
-    if (d == D) return StepFixedD<T, D>(n, m, xs, y, W, a, s, lr, pneg, ppos, W_out);
-    return Step<T, D + 1>(n, d, m, xs, y, W, a, s, lr, pneg, ppos, W_out);
+    if (d == D) return StepFixedD<T, D>(n, m, xs, y, W, a, s, lr, pneg, ppos, W_out, grad_out);
+    return Step<T, D + 1>(n, d, m, xs, y, W, a, s, lr, pneg, ppos, W_out, grad_out);
   }
 }
 
@@ -150,6 +172,38 @@ size_t Offset(size_t index, const std::vector<int64_t>& out_lead, ffi::Span<cons
   return offset;
 }
 
+// Runs body(i) for every i in [0, count) on the calling thread and on up to threads - 1 tasks of XLA's pool,
+// each worker taking the next index until none is left. The caller waits only for indices that were taken,
+// so it never waits on a task the pool has not started (no deadlock when the caller is itself a pool thread);
+// a task that starts after the call has returned finds no index left and touches nothing but the shared
+// counters, which it co-owns.
+struct ParallelState {
+  std::atomic<int64_t> next{0};
+  std::atomic<int64_t> finished{0};
+  int64_t count = 0;
+  std::function<void(int64_t)> body;
+  void Work() {
+    for (int64_t i = next.fetch_add(1); i < count; i = next.fetch_add(1)) {
+      body(i);
+      finished.fetch_add(1, std::memory_order_release);
+    }
+  }
+};
+
+void ParallelFor(ffi::ThreadPool& pool, int64_t count, std::function<void(int64_t)> body) {
+  const int64_t workers = std::min<int64_t>(count, std::max<int64_t>(1, pool.num_threads()));
+  if (workers <= 1) {
+    for (int64_t i = 0; i < count; ++i) body(i);
+    return;
+  }
+  auto state = std::make_shared<ParallelState>();
+  state->count = count;
+  state->body = std::move(body);
+  for (int64_t w = 1; w < workers; ++w) pool.Schedule([state] { state->Work(); });
+  state->Work();
+  while (state->finished.load(std::memory_order_acquire) < count) std::this_thread::yield();
+}
+
 bool Broadcasts(ffi::Span<const int64_t> dims, size_t trailing, const std::vector<int64_t>& out_lead) {
   if (dims.size() != out_lead.size() + trailing) return false;
   for (size_t axis = 0; axis < out_lead.size(); ++axis)
@@ -158,7 +212,7 @@ bool Broadcasts(ffi::Span<const int64_t> dims, size_t trailing, const std::vecto
 }
 
 template <ffi::DataType DT>
-ffi::Error GdStep(ffi::Buffer<DT> x, ffi::Buffer<DT> y, ffi::Buffer<DT> W,
+ffi::Error GdStep(ffi::ThreadPool pool, ffi::Buffer<DT> x, ffi::Buffer<DT> y, ffi::Buffer<DT> W,
                   ffi::Buffer<DT> a, ffi::Buffer<DT> s, ffi::Buffer<DT> lr, double pneg, double ppos,
                   ffi::ResultBuffer<DT> W_out) {
   using T = ffi::NativeType<DT>;
@@ -180,17 +234,56 @@ ffi::Error GdStep(ffi::Buffer<DT> x, ffi::Buffer<DT> y, ffi::Buffer<DT> W,
       y.dimensions()[rank - 2] != n || a.dimensions()[rank - 2] != m || W.dimensions()[rank - 2] != d ||
       W.dimensions()[rank - 1] != m)
     return ffi::Error::InvalidArgument("two_layer_gd_step: operand shapes do not match");
-  bool ok = true;
-  for (size_t index = 0; index < batch; ++index) {
-    ok = ok && Step<T>(
-        static_cast<int>(n), static_cast<int>(d), static_cast<int>(m),
-        x.typed_data() + Offset(index, lead, x_dims, n * d),
-        y.typed_data() + Offset(index, lead, y.dimensions(), n),
+  using V = typename Simd<T>::Vec;
+  constexpr int L = Simd<T>::kLanes;
+  const int64_t blocks = (m + L - 1) / L;
+  const int64_t threads = std::max<int64_t>(1, pool.num_threads());
+  // Fewer runs than threads and enough work per step: split each run's rows into shares, one per thread,
+  // each writing the gradient of its rows; the caller adds them and writes W. Otherwise one run a thread.
+  const int64_t shares = static_cast<int64_t>(batch) >= threads || n * d * m < kSplitMinWork
+                             ? 1
+                             : std::min<int64_t>(threads, n / kSplitMinRows);
+  std::atomic<bool> ok{true};
+  auto run = [&](size_t index, int64_t row0, int64_t row1, V* grad_out) {
+    const T* x_run = x.typed_data() + Offset(index, lead, x_dims, n * d);
+    const T* y_run = y.typed_data() + Offset(index, lead, y.dimensions(), n);
+    const bool done = Step<T>(
+        static_cast<int>(row1 - row0), static_cast<int>(d), static_cast<int>(m), x_run + row0 * d, y_run + row0,
         W.typed_data() + Offset(index, lead, W.dimensions(), d * m),
         a.typed_data() + Offset(index, lead, a.dimensions(), m),
         s.typed_data()[Offset(index, lead, s.dimensions(), 1)],
         lr.typed_data()[Offset(index, lead, lr.dimensions(), 1)], T(pneg), T(ppos),
-        W_out->typed_data() + index * d * m);
+        W_out->typed_data() + index * d * m, grad_out);
+    if (!done) ok.store(false);
+  };
+  if (shares <= 1) {
+    ParallelFor(pool, static_cast<int64_t>(batch), [&](int64_t index) { run(index, 0, n, nullptr); });
+  } else {
+    const size_t share_size = static_cast<size_t>(d * blocks);
+    std::unique_ptr<V, decltype(&std::free)> grads(
+        static_cast<V*>(std::aligned_alloc(64, shares * share_size * sizeof(V))), &std::free);
+    if (!grads) return ffi::Error(ffi::ErrorCode::kResourceExhausted, "two_layer_gd_step: allocation failed");
+    for (size_t index = 0; index < batch; ++index) {
+      ParallelFor(pool, shares, [&](int64_t share) {
+        run(index, n * share / shares, n * (share + 1) / shares, grads.get() + share * share_size);
+      });
+      // W <- W - lr a (sum of the shares' gradients), in the shares' order (deterministic)
+      const T* W_run = W.typed_data() + Offset(index, lead, W.dimensions(), d * m);
+      const T* a_run = a.typed_data() + Offset(index, lead, a.dimensions(), m);
+      const T lr_run = lr.typed_data()[Offset(index, lead, lr.dimensions(), 1)];
+      T* out = W_out->typed_data() + index * d * m;
+      for (int64_t j = 0; j < d; ++j) {
+        for (int64_t b = 0; b < blocks; ++b) {
+          const int64_t k0 = b * L, lanes = std::min<int64_t>(L, m - k0);
+          V grad = grads.get()[j * blocks + b], w = {}, a_block = {};
+          for (int64_t share = 1; share < shares; ++share) grad += grads.get()[share * share_size + j * blocks + b];
+          std::memcpy(&w, W_run + j * m + k0, sizeof(T) * lanes);
+          std::memcpy(&a_block, a_run + k0, sizeof(T) * lanes);
+          w -= lr_run * a_block * grad;
+          std::memcpy(out + j * m + k0, &w, sizeof(T) * lanes);
+        }
+      }
+    }
   }
   if (!ok) return ffi::Error(ffi::ErrorCode::kResourceExhausted, "two_layer_gd_step: scratch allocation failed");
   return ffi::Error::Success();
@@ -200,6 +293,7 @@ ffi::Error GdStep(ffi::Buffer<DT> x, ffi::Buffer<DT> y, ffi::Buffer<DT> W,
 
 #define NTKHOM_BIND(DT)                                                                                 \
   ffi::Ffi::Bind()                                                                                      \
+      .Ctx<ffi::ThreadPool>()                                                                               \
       .Arg<ffi::Buffer<DT>>()                                                                           \
       .Arg<ffi::Buffer<DT>>()                                                                           \
       .Arg<ffi::Buffer<DT>>()                                                                           \
