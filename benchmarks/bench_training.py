@@ -6,7 +6,9 @@ Compares, in one process and on the same data and initialization:
   * a per-step jitted optax loop (``optax.sgd``; Python calls one compiled step per iteration);
   * a plain PyTorch loop (autograd, ``W -= lr * W.grad``), when torch is importable;
 and a grid of 64 runs (16 seeds x 4 values of s) run as one vmapped batch (``run_batch``) against the same
-64 runs one after another (each a compiled ``driver.run``; compilation is shared and excluded).
+64 runs one after another (each a compiled ``driver.run``; compilation is shared and excluded). Two more
+measurements say why the figures are what they are: the large size with the fused step forced (``fused=True``), and
+the fused step alone, one run against 64 vmapped runs, with no driver around it.
 
 Usage: ``uv run python benchmarks/bench_training.py [--large-steps 20] [--float64]``
 (torch is not a dependency of ntkhom; install a wheel into your own environment to include it).
@@ -35,11 +37,11 @@ def _setup(n, d, m, seed=0):
     return model, x, y, model.init(key_p, d)
 
 
-def bench_ntkhom(model, x, y, params, lr, steps):
+def bench_ntkhom(model, x, y, params, lr, steps, fused=None):
     from ntkhom.solvers import driver
     from ntkhom.solvers.gradient import gradient_solver
 
-    solver = gradient_solver(model, x, y, learning_rate=lr)
+    solver = gradient_solver(model, x, y, learning_rate=lr, fused=fused)
     kwargs = dict(steps=steps, record_every=steps, chunk=steps, progress=False, divergence_factor=None)
     driver.run(solver, params, **kwargs)  # compile
     start = time.perf_counter()
@@ -138,6 +140,24 @@ def bench_grid(model, x, y, lr, steps, seeds=16, s_values=(0.5, 1.0, 1.5, 1.9)):
     return vmapped, sequential, len(params)
 
 
+def bench_kernel(x, y, params, steps, batch):
+    """Microseconds per run-step of the fused step alone (a compiled ``lax.scan`` of it, no driver): one run,
+    or ``batch`` runs vmapped into one call. What batching gains inside the kernel, apart from per-call
+    overhead of the driver; the vmapped runs start from different W."""
+    from ntkhom.solvers import native
+
+    W, a = params[0]["W"], params[1]["W"][:, 0] / np.sqrt(params[0]["W"].shape[1])
+    step = lambda W: native.two_layer_gd_step(x, y[:, 0], W, a, 1.0, 1e-3, slopes=(0.0, 1.0))  # noqa: E731
+    if batch > 1:
+        W = jnp.broadcast_to(W, (batch, *W.shape)) * (1 + jnp.arange(batch)[:, None, None] / batch)
+        step = jax.vmap(step)
+    run = jax.jit(lambda W: jax.lax.scan(lambda W, _: (step(W), None), W, None, length=steps)[0])
+    jax.block_until_ready(run(W))  # compile
+    start = time.perf_counter()
+    jax.block_until_ready(run(W))
+    return (time.perf_counter() - start) / (steps * batch) * 1e6
+
+
 def _best(bench, repeats, *args):
     """The best (rate, final loss) of ``repeats`` timed runs: on a small shared CPU one timing can be off by
     half, and every competitor gets the same number of tries."""
@@ -193,6 +213,11 @@ def main():
         ratio_torch = f"{ours / torch_rate:.2f}x" if torch_rate else "-"
         print(f"| {label} n={n} d={d} m={m} | {steps} | {ours:.1f} | {optax_rate:.1f} | {torch_text} | "
               f"{ours / optax_rate:.2f}x | {ratio_torch} |", flush=True)
+        if label == "large" and native.available():  # why the default leaves large problems to XLA
+            forced, _ = _best(bench_ntkhom, args.repeats, model, x, y, params, lr, steps, True)
+            ratio_forced = f"{forced / torch_rate:.2f}x" if torch_rate else "-"
+            print(f"| large, fused=True | {steps} | {forced:.1f} | | | {forced / optax_rate:.2f}x | "
+                  f"{ratio_forced} |", flush=True)
     print()
     print("| grid of 64 runs (16 seeds x 4 s) | steps each | vmapped (s) | one after another (s) | speed-up |")
     print("|---|---|---|---|---|")
@@ -202,6 +227,15 @@ def main():
         vmapped, sequential, count = bench_grid(model, x, y, 0.02, args.grid_steps)
         print(f"| n={n} d={d} m={m} | {args.grid_steps} | {vmapped:.2f} | {sequential:.2f} | "
               f"{sequential / vmapped:.2f}x |", flush=True)
+    if native.available():
+        print()
+        print("| fused step alone (no driver) | one run (us/step) | 64 runs vmapped (us/run-step) | ratio |")
+        print("|---|---|---|---|")
+        for n, d, m in ((100, 10, 1000), (20, 5, 64)):
+            _, x, y, params = _setup(n, d, m)
+            lone = min(bench_kernel(x, y, params, args.grid_steps, 1) for _ in range(args.repeats))
+            batched = min(bench_kernel(x, y, params, args.grid_steps, 64) for _ in range(args.repeats))
+            print(f"| n={n} d={d} m={m} | {lone:.2f} | {batched:.2f} | {lone / batched:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":
