@@ -55,7 +55,8 @@ struct Simd<double> {
   static constexpr int kLanes = 8;
 };
 
-// Scratch of 64-byte-aligned vectors, kept per thread and grown when needed (no allocation per step).
+// Scratch of 64-byte-aligned vectors, kept per thread and grown when needed (no allocation per step). Each
+// thread of XLA's pool that has run a step keeps its scratch, (n, m) values of the largest run it took.
 template <typename V>
 V* Scratch(size_t count) {
   thread_local V* buffer = nullptr;
@@ -248,7 +249,8 @@ ffi::Error GdStep(ffi::ThreadPool pool, ffi::Buffer<DT> x, ffi::Buffer<DT> y, ff
     const T* x_run = x.typed_data() + Offset(index, lead, x_dims, n * d);
     const T* y_run = y.typed_data() + Offset(index, lead, y.dimensions(), n);
     const bool done = Step<T>(
-        static_cast<int>(row1 - row0), static_cast<int>(d), static_cast<int>(m), x_run + row0 * d, y_run + row0,
+        static_cast<int>(row1 - row0), static_cast<int>(d), static_cast<int>(m), x_run + row0 * d,
+        y_run + row0,
         W.typed_data() + Offset(index, lead, W.dimensions(), d * m),
         a.typed_data() + Offset(index, lead, a.dimensions(), m),
         s.typed_data()[Offset(index, lead, s.dimensions(), 1)],
@@ -276,7 +278,8 @@ ffi::Error GdStep(ffi::ThreadPool pool, ffi::Buffer<DT> x, ffi::Buffer<DT> y, ff
         for (int64_t b = 0; b < blocks; ++b) {
           const int64_t k0 = b * L, lanes = std::min<int64_t>(L, m - k0);
           V grad = grads.get()[j * blocks + b], w = {}, a_block = {};
-          for (int64_t share = 1; share < shares; ++share) grad += grads.get()[share * share_size + j * blocks + b];
+          for (int64_t share = 1; share < shares; ++share)
+            grad += grads.get()[share * share_size + j * blocks + b];
           std::memcpy(&w, W_run + j * m + k0, sizeof(T) * lanes);
           std::memcpy(&a_block, a_run + k0, sizeof(T) * lanes);
           w -= lr_run * a_block * grad;
@@ -293,7 +296,7 @@ ffi::Error GdStep(ffi::ThreadPool pool, ffi::Buffer<DT> x, ffi::Buffer<DT> y, ff
 
 #define NTKHOM_BIND(DT)                                                                                 \
   ffi::Ffi::Bind()                                                                                      \
-      .Ctx<ffi::ThreadPool>()                                                                               \
+      .Ctx<ffi::ThreadPool>()                                                                           \
       .Arg<ffi::Buffer<DT>>()                                                                           \
       .Arg<ffi::Buffer<DT>>()                                                                           \
       .Arg<ffi::Buffer<DT>>()                                                                           \
