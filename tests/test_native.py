@@ -124,6 +124,19 @@ def test_default_uses_the_fused_step_only_where_it_applies():
     assert "ffi_call" not in str(jax.make_jaxpr(adam.step)(params, adam.init(params)))
 
 
+def test_default_leaves_problems_over_the_size_limit_to_xla(monkeypatch):
+    from ntkhom.solvers import gradient
+
+    x, y = _data(12, 3)
+    model = two_layer(20)
+    params = model.init(jax.random.PRNGKey(7), 3)
+    monkeypatch.setattr(gradient, "FUSED_MAX_WORK", 12 * 3 * 20 - 1)
+    solver = gradient_solver(model, x, y, learning_rate=0.1)
+    assert "ffi_call" not in str(jax.make_jaxpr(solver.step)(params, solver.init(params)))
+    forced = gradient_solver(model, x, y, learning_rate=0.1, fused=True)  # the limit binds the default only
+    assert "ffi_call" in str(jax.make_jaxpr(forced.step)(params, forced.init(params)))
+
+
 @pytest.mark.parametrize("case, message", [
     (dict(optimizer="adam"), "plain gradient descent"),
     (dict(loss="cross_entropy"), "squared loss"),

@@ -172,13 +172,15 @@ def gradient_solver(
     optimizer = _as_optimizer(optimizer)
     x, y, objective = network_loss_fn(model, x, y, loss, reduction)
     classification = loss == "cross_entropy"
-    problem = fused_step_problem(model, x, name, loss) if fused is not False else ""
     if fused not in (None, True, False):
         raise ValueError(f"fused must be None, True or False, got {fused!r}")
+    n, d = x.shape
+    # the size test comes first: fused_step_problem builds the kernel (once per machine) when all else fits
+    wanted = fused is True or (fused is None and n * d * model.widths[0] <= FUSED_MAX_WORK)
+    problem = fused_step_problem(model, x, name, loss) if wanted else ""
     if fused and problem:
         raise ValueError(f"fused=True, but the fused step does not apply: {problem}")
-    n, d = x.shape
-    use_fused = fused is True or (fused is None and not problem and n * d * model.widths[0] <= FUSED_MAX_WORK)
+    use_fused = wanted and not problem
 
     def trained_loss(trainable, params, s_value):
         return objective(model.combine(trainable, params), s_value)
@@ -192,17 +194,20 @@ def gradient_solver(
             "step": jnp.zeros((), jnp.int32),
         }
 
-    def fused_step(params, state):
+    if use_fused:  # the kernel's operands that do not change from step to step
         from ntkhom.solvers import native
 
         (first_scale, _), (out_scale, out_b_std) = model.layer_scales(d)
+        x_scaled = (first_scale / math.sqrt(d)) * x
+        out_factor = out_scale / math.sqrt(model.widths[0])
+
+    def fused_step(params, state):
         targets = y[:, 0]
         if "b" in params[1]:  # the frozen output bias shifts every prediction alike
             targets = targets - out_b_std * params[1]["b"][0]
         learning_rate = state["learning_rate"] / (n if reduction == "mean" else 1)
         W = native.two_layer_gd_step(
-            (first_scale / math.sqrt(d)) * x, targets, params[0]["W"],
-            (out_scale / math.sqrt(model.widths[0])) * params[1]["W"][:, 0], state["s"], learning_rate,
+            x_scaled, targets, params[0]["W"], out_factor * params[1]["W"][:, 0], state["s"], learning_rate,
             slopes=model.phi.slopes,
         )
         return (params[0] | {"W": W},) + tuple(params[1:]), {**state, "step": state["step"] + 1}
