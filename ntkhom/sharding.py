@@ -1,0 +1,331 @@
+"""Computation sharded across devices and hosts with ``jax.sharding``: rows of kernels, kernel products, grids.
+
+One 1-D mesh over every device of every process (:func:`device_mesh`) serves three layouts:
+
+* **rows** of a kernel: K = [K(x_rows_1, x); K(x_rows_2, x); ...], one block of rows per device
+  (:func:`sharded_kernel`); a matrix that does not fit one device is assembled this way;
+* **products** K V: each device computes its rows K(x_rows, x) V from the points and V (replicated), and the
+  rows are gathered (:func:`sharded_matvec`, :func:`shard_operator`), inside one ``jax.shard_map``;
+* **runs** of a grid: the leading axis of stacked parameters and solver states (:func:`shard_runs`), so a
+  vmapped, jitted step runs B / P configurations on each of P devices (:func:`run_batch`).
+
+Sizes that the device count does not divide are padded by repeating the last row (or run), which keeps
+every value finite, and the padding is cut off before results are returned: results equal those on one
+device. The same code runs on one device, on several devices of one host, and on several hosts after
+:func:`ntkhom.distributed.initialize` (every process holds the same inputs and runs the same program; each
+computes the blocks of its own devices).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+__all__ = [
+    "AXIS",
+    "RowSharded",
+    "ShardedOperator",
+    "device_mesh",
+    "padded_size",
+    "pad_rows",
+    "shard_rows",
+    "replicate",
+    "host_array",
+    "sharded_kernel",
+    "sharded_matvec",
+    "shard_operator",
+    "kernel_rows",
+    "shard_runs",
+    "run_batch",
+    "mesh_summary",
+]
+
+#: Name of the single mesh axis (rows of a kernel, or runs of a grid, are split along it).
+AXIS = "devices"
+
+PyTree = Any
+
+
+def device_mesh(devices=None, *, axis_name: str = AXIS) -> Mesh:
+    """A 1-D mesh over ``devices`` (default: every device of every process, ``jax.devices()``)."""
+    devices = jax.devices() if devices is None else list(devices)
+    if len(devices) == 0:
+        raise ValueError("device_mesh needs at least one device")
+    return Mesh(np.array(devices), (axis_name,))
+
+
+def _axis(mesh: Mesh) -> str:
+    if not isinstance(mesh, Mesh) or len(mesh.axis_names) != 1:
+        raise ValueError(f"mesh must be a 1-D jax.sharding.Mesh (see device_mesh), got {mesh!r}")
+    return mesh.axis_names[0]
+
+
+def padded_size(n: int, mesh: Mesh) -> int:
+    """The smallest multiple of the mesh's device count that is >= n."""
+    count = mesh.devices.size
+    return count * -(-int(n) // count)
+
+
+def pad_rows(x, size: int):
+    """``x`` with its last row repeated up to ``size`` rows (finite padding for any kernel), NumPy or JAX."""
+    n = x.shape[0]
+    if size < n:
+        raise ValueError(f"size must be >= the number of rows {n}, got {size}")
+    if size == n:
+        return x
+    xp = jnp if isinstance(x, jax.Array) else np
+    return xp.concatenate([x, xp.repeat(x[-1:], size - n, axis=0)], axis=0)
+
+
+def _place(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
+    # Every process holds the whole array and hands each of its devices the part it owns: works on one
+    # host and across hosts alike (jax.device_put cannot build a multi-host array).
+    return jax.make_array_from_callback(array.shape, sharding, lambda index: array[index])
+
+
+def shard_rows(x, mesh: Mesh) -> tuple[jax.Array, int]:
+    """Rows of ``x`` (n, ...) split across the mesh, padded to :func:`padded_size`; returns (array, n)."""
+    array = np.asarray(x)
+    if array.ndim == 0:
+        raise ValueError("shard_rows needs an array with a leading row axis")
+    n = array.shape[0]
+    spec = P(_axis(mesh), *([None] * (array.ndim - 1)))
+    return _place(pad_rows(array, padded_size(n, mesh)), NamedSharding(mesh, spec)), n
+
+
+def replicate(tree: PyTree, mesh: Mesh) -> PyTree:
+    """Every array leaf of ``tree`` copied to every device of the mesh (a global, replicated array)."""
+    sharding = NamedSharding(mesh, P())
+    return jax.tree.map(lambda leaf: _place(np.asarray(leaf), sharding), tree)
+
+
+def host_array(array) -> np.ndarray:
+    """The whole of a (possibly sharded, possibly multi-host) array as a NumPy array on this process."""
+    if not isinstance(array, jax.Array) or array.is_fully_addressable or array.is_fully_replicated:
+        return np.asarray(array)
+    from jax.experimental import multihost_utils
+
+    return np.asarray(multihost_utils.process_allgather(array, tiled=True))
+
+
+class RowSharded(NamedTuple):
+    """A matrix whose rows are split across a mesh: ``data`` (n_padded, n2), of which rows [0, n) are real."""
+
+    data: jax.Array
+    n: int
+
+    def gather(self) -> np.ndarray:
+        """The (n, n2) matrix as NumPy on this process (every process gets all of it)."""
+        return host_array(self.data)[: self.n]
+
+
+def sharded_kernel(kernel_fn: Callable, x1, x2=None, *, mesh: Mesh) -> RowSharded:
+    """K(x1, x2) assembled by rows: each device computes ``kernel_fn(x1_rows, x2)`` for its own rows of x1.
+
+    The full matrix never exists on one device, so a kernel P times larger than one device's memory can
+    be assembled on P devices. ``kernel_fn`` is called eagerly once per local device with inputs placed on
+    that device, so any kernel function works (neural-tangents ``kernel_fn``, the structured two-layer
+    :func:`ntkhom.kernels.empirical_ntk_two_layer`, the closed form), jittable or not.
+
+    Args:
+      kernel_fn: ``kernel_fn(rows, x2) -> (len(rows), n2)`` for rows of x1 (a partial of a kernel).
+      x1: (n1, d) points whose rows are split; n1 need not be divisible by the device count.
+      x2: (n2, d) points, every device gets all of them (default: x1).
+      mesh: a 1-D mesh (:func:`device_mesh`).
+
+    Returns:
+      :class:`RowSharded` with ``data`` (padded n1, n2) sharded by rows and ``n = n1``.
+    """
+    axis = _axis(mesh)
+    x1 = np.asarray(x1)
+    x2 = x1 if x2 is None else np.asarray(x2)
+    n1 = x1.shape[0]
+    size = padded_size(n1, mesh)
+    padded = pad_rows(x1, size)
+    sharding = NamedSharding(mesh, P(axis, None))
+    blocks = []
+    for device, index in sharding.addressable_devices_indices_map((size, x2.shape[0])).items():
+        rows = jax.device_put(padded[index[0]], device)
+        block = kernel_fn(rows, jax.device_put(x2, device))
+        blocks.append(jax.device_put(block, device))
+    if blocks[0].ndim != 2 or blocks[0].shape[1] != x2.shape[0]:
+        raise ValueError(f"kernel_fn must return (rows, {x2.shape[0]}) blocks, got shape {blocks[0].shape}")
+    return RowSharded(jax.make_array_from_single_device_arrays((size, x2.shape[0]), sharding, blocks), n1)
+
+
+def sharded_matvec(row_matvec: Callable, operand: PyTree, n: int, *, mesh: Mesh) -> Callable:
+    """K V with the rows of the product split across the mesh (``jax.shard_map``), from a row-block product.
+
+    Device p computes ``row_matvec(operand, rows_p, V)`` = K[rows_p, :] V for its share of the row indices
+    (indices past n, the padding, are clipped to n - 1 and their rows dropped), and the blocks are gathered,
+    so every device and every process ends with the whole (n, k) result.
+
+    Args:
+      row_matvec: jittable ``row_matvec(operand, rows, V) -> (len(rows), k)``, rows an int32 index vector.
+      operand: the pytree the product needs (points, parameters), replicated on every device.
+      n: the kernel's size.
+      mesh: a 1-D mesh.
+
+    Returns:
+      A jitted ``matvec(V)`` for V of shape (n, k) or (n,), returning the same shape.
+    """
+    axis = _axis(mesh)
+    size = padded_size(n, mesh)
+    rows, _ = shard_rows(np.minimum(np.arange(size, dtype=np.int32), n - 1), mesh)
+    operand = replicate(operand, mesh)
+    replicated = NamedSharding(mesh, P())
+
+    def local(operand, rows, V):
+        return row_matvec(operand, rows, V)
+
+    product = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(axis), P()), out_specs=P(axis))
+    # The output sharding asks XLA for the gather: every device, and so every process, gets all rows.
+    jitted = jax.jit(lambda operand, rows, V: product(operand, rows, V)[:n], out_shardings=replicated)
+
+    def matvec(V):
+        V = jnp.asarray(V)
+        if V.shape[0] != n or V.ndim not in (1, 2):
+            raise ValueError(f"V must have shape ({n},) or ({n}, k), got {V.shape}")
+        block = V if V.ndim == 2 else V[:, None]
+        if not (block.is_fully_replicated and block.sharding.device_set == replicated.device_set):
+            block = replicate(host_array(block), mesh)
+        out = jitted(operand, rows, block)
+        return out if V.ndim == 2 else out[:, 0]
+
+    return matvec
+
+
+@dataclasses.dataclass(frozen=True)
+class ShardedOperator:
+    """A kernel operator whose products are split by rows across a mesh: ``n``, ``dtype``, ``matvec(V)``."""
+
+    n: int
+    dtype: Any
+    matvec: Callable
+    mesh: Mesh
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n, self.n)
+
+
+def shard_operator(op, mesh: Mesh) -> ShardedOperator:
+    """The operator ``op`` with products split by rows across ``mesh``.
+
+    ``op`` needs ``n``, ``dtype`` and ``row_matvec(rows, V)`` (= K[rows, :] V for an int index vector), and
+    must be a pytree (its arrays are copied to every device); :func:`kernel_rows` makes one from a kernel
+    function.
+    """
+    for name in ("n", "dtype", "row_matvec"):
+        if not hasattr(op, name):
+            raise TypeError(f"op must have n, dtype and row_matvec(rows, V); {type(op).__name__} has no {name}")
+    matvec = sharded_matvec(lambda operator, rows, V: operator.row_matvec(rows, V), op, int(op.n), mesh=mesh)
+    return ShardedOperator(int(op.n), op.dtype, matvec, mesh)
+
+
+@jax.tree_util.register_dataclass
+@dataclasses.dataclass(frozen=True)
+class _KernelRows:
+    x: jax.Array
+    kernel_fn: Callable = dataclasses.field(metadata={"static": True})
+    tile: int = dataclasses.field(metadata={"static": True})
+
+    @property
+    def n(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def dtype(self):
+        return self.x.dtype
+
+    def row_matvec(self, rows, V):
+        """K[rows, :] V, tile by tile of ``tile`` rows: memory O(tile n), the kernel never formed."""
+        count = rows.shape[0]
+        tiles = -(-count // self.tile)
+        padded = jnp.concatenate([rows, jnp.repeat(rows[-1:], tiles * self.tile - count)])
+
+        def one(tile_rows):
+            return self.kernel_fn(self.x[tile_rows], self.x) @ V
+
+        out = jax.lax.map(one, padded.reshape(tiles, self.tile))
+        return out.reshape(tiles * self.tile, V.shape[1])[:count]
+
+    def matvec(self, V):
+        """K V on one device (the reference for the sharded product)."""
+        return self.row_matvec(jnp.arange(self.n), V)
+
+
+def kernel_rows(kernel_fn: Callable, x, *, tile: int = 256):
+    """An operator K = kernel_fn(x, x) for :func:`shard_operator`, products from row tiles of the kernel.
+
+    Args:
+      kernel_fn: jittable ``kernel_fn(x1, x2) -> (n1, n2)``; a hashable function (not a fresh lambda per
+        call) so the compiled product is reused.
+      x: (n, d) points.
+      tile: rows per assembled tile (memory O(tile n) per device).
+    """
+    if int(tile) != tile or tile < 1:
+        raise ValueError(f"tile must be a positive integer, got {tile}")
+    return _KernelRows(jnp.asarray(x), kernel_fn, int(tile))
+
+
+# -- grids over the run axis ------------------------------------------------------------------------------
+def shard_runs(tree: PyTree, mesh: Mesh) -> tuple[PyTree, int]:
+    """Stacked runs (leading axis B on every leaf) split across the mesh; B padded by repeating the last run.
+
+    Returns (tree placed with ``NamedSharding(mesh, P(axis))``, B). A jitted, vmapped function of the
+    result runs B / P configurations on each device.
+    """
+    leaves = jax.tree.leaves(tree)
+    if not leaves or any(np.ndim(leaf) == 0 for leaf in leaves):
+        raise ValueError("shard_runs needs a pytree with a leading run axis on every array")
+    sizes = {np.shape(leaf)[0] for leaf in leaves}
+    if len(sizes) != 1:
+        raise ValueError(f"every leaf must share one leading run count, got {sorted(sizes)}")
+    (B,) = sizes
+    axis = _axis(mesh)
+    size = padded_size(B, mesh)
+
+    def place(leaf):
+        array = pad_rows(host_array(leaf), size)
+        return _place(array, NamedSharding(mesh, P(axis, *([None] * (array.ndim - 1)))))
+
+    return jax.tree.map(place, tree), B
+
+
+def run_batch(solver, params: PyTree, state: PyTree | None = None, *, mesh: Mesh, **options):
+    """:func:`ntkhom.solvers.driver.run_batch` with the runs split across ``mesh`` (:func:`shard_runs`).
+
+    Returns the driver's ``BatchResult`` for the B runs given (the padding runs are dropped), with params
+    and state gathered to NumPy on every process. ``options`` go to the driver (steps, record_every, ...).
+    """
+    from ntkhom.solvers import driver
+
+    state = jax.vmap(solver.init)(params) if state is None else state
+    (params, state), B = shard_runs((params, state), mesh)
+    result = driver.run_batch(solver, params, state, **options)
+    trimmed = {}
+    for field in dataclasses.fields(result):
+        value = getattr(result, field.name)
+        if field.name in ("params", "state"):
+            value = jax.tree.map(lambda leaf: host_array(leaf)[:B], value)
+        elif field.name == "metrics":
+            value = {name: np.asarray(v)[:B] for name, v in value.items()}
+        elif field.name not in ("steps", "wall_time"):
+            value = value[:B]
+        trimmed[field.name] = value
+    return dataclasses.replace(result, **trimmed)
+
+
+def mesh_summary(mesh: Mesh | None) -> dict:
+    """Plain numbers describing a mesh, for run headers and ``run.json``."""
+    if mesh is None:
+        return {"mesh": None}
+    return {"mesh_axis": _axis(mesh), "mesh_devices": int(mesh.devices.size)}
