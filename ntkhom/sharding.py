@@ -300,26 +300,90 @@ def shard_runs(tree: PyTree, mesh: Mesh) -> tuple[PyTree, int]:
     return jax.tree.map(place, tree), B
 
 
+def _local_mesh(mesh: Mesh) -> Mesh:
+    """The part of a 1-D mesh on this process's devices."""
+    here = jax.process_index()
+    return Mesh(np.array([d for d in mesh.devices.flat if d.process_index == here]), mesh.axis_names)
+
+
+def _gather_runs(value: np.ndarray, fill) -> np.ndarray:
+    """Concatenate every process's (share, ...) block along runs, trailing axes padded with ``fill`` to the
+    longest (each process stops its loop when its own runs have stopped, so record counts differ)."""
+    from jax.experimental import multihost_utils
+
+    value = np.asarray(value)
+    shapes = np.asarray(multihost_utils.process_allgather(np.array(value.shape, np.int64)))
+    longest = shapes.max(axis=0)
+    pad = [(0, 0)] + [(0, int(t - s)) for s, t in zip(value.shape[1:], longest[1:])]
+    padded = np.pad(value, pad, constant_values=fill) if any(p[1] for p in pad) else value
+    return np.asarray(multihost_utils.process_allgather(padded, tiled=True))
+
+
+def _gather_strings(texts: list[str]) -> list[str]:
+    encoded = [t.encode() for t in texts]
+    width = max([len(e) for e in encoded] + [1])
+    codes = np.zeros((len(encoded), width), np.uint8)
+    for row, e in zip(codes, encoded):
+        row[: len(e)] = np.frombuffer(e, np.uint8)
+    gathered = _gather_runs(codes, 0)
+    return [bytes(row).rstrip(b"\0").decode() for row in gathered]
+
+
+def _gather_batch(result):
+    """A driver ``BatchResult`` of this process's runs -> the result of all processes' runs, on every process."""
+    from jax.experimental import multihost_utils
+
+    gathered = {}
+    for field in dataclasses.fields(result):
+        value = getattr(result, field.name)
+        if field.name == "steps":  # record steps: the same plan everywhere, so the longest holds the others
+            value = _gather_runs(value[None], -1).max(axis=0)
+        elif field.name == "wall_time":
+            value = float(np.max(multihost_utils.process_allgather(np.float64(value))))
+        elif isinstance(value, list):
+            value = _gather_strings(value)
+        else:
+            value = jax.tree.map(lambda leaf: _gather_runs(leaf, np.nan if np.issubdtype(np.asarray(leaf).dtype,
+                                                                                       np.floating) else 0), value)
+        gathered[field.name] = value
+    return dataclasses.replace(result, **gathered)
+
+
 def run_batch(solver, params: PyTree, state: PyTree | None = None, *, mesh: Mesh, **options):
     """:func:`ntkhom.solvers.driver.run_batch` with the runs split across ``mesh`` (:func:`shard_runs`).
 
-    Returns the driver's ``BatchResult`` for the B runs given (the padding runs are dropped), with params
-    and state gathered to NumPy on every process. ``options`` go to the driver (steps, record_every, ...).
+    On several processes each process runs its own share of the runs on its own devices (runs are
+    independent, so no collective is needed while they train) and the results are gathered at the end.
+    Returns the driver's ``BatchResult`` for the B runs given (padding runs dropped), with params, state and
+    records as NumPy arrays on every process. ``options`` go to the driver (steps, record_every, ...).
     """
     from ntkhom.solvers import driver
 
     state = jax.vmap(solver.init)(params) if state is None else state
-    (params, state), B = shard_runs((params, state), mesh)
+    leaves = jax.tree.leaves(params)
+    B = np.shape(leaves[0])[0] if leaves else 0
+    size = padded_size(B, mesh)
+    processes = jax.process_count()
+    share = size // processes
+    local = _local_mesh(mesh)
+    if local.devices.size * processes != mesh.devices.size:
+        raise ValueError("run_batch needs the same number of mesh devices on every process")
+    first = jax.process_index() * share
+
+    def mine(leaf):
+        return pad_rows(host_array(leaf), size)[first:first + share]
+
+    (params, state), _ = shard_runs(jax.tree.map(mine, (params, state)), local)
     result = driver.run_batch(solver, params, state, **options)
+    result = dataclasses.replace(result, params=jax.tree.map(host_array, result.params),
+                                 state=jax.tree.map(host_array, result.state))
+    if processes > 1:
+        result = _gather_batch(result)
     trimmed = {}
     for field in dataclasses.fields(result):
         value = getattr(result, field.name)
-        if field.name in ("params", "state"):
-            value = jax.tree.map(lambda leaf: host_array(leaf)[:B], value)
-        elif field.name == "metrics":
-            value = {name: np.asarray(v)[:B] for name, v in value.items()}
-        elif field.name not in ("steps", "wall_time"):
-            value = value[:B]
+        if field.name not in ("steps", "wall_time"):
+            value = value[:B] if isinstance(value, list) else jax.tree.map(lambda leaf: np.asarray(leaf)[:B], value)
         trimmed[field.name] = value
     return dataclasses.replace(result, **trimmed)
 

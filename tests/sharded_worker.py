@@ -1,0 +1,149 @@
+"""Sharded computations of the sharding tests, run in a subprocess (several CPU devices, or several processes).
+
+Usage: ``python sharded_worker.py [COORDINATOR NUM_PROCESSES PROCESS_ID]``. Prints one JSON line of results,
+which the tests compare with the same quantities computed on one device in the test process.
+"""
+
+import json
+import sys
+
+import numpy as np
+
+from ntkhom import distributed
+
+N, D, K_COLUMNS, RUNS, STEPS = 37, 5, 3, 5, 30
+
+
+def problem():
+    """Points off the unit sphere (norms 0.5 to 2), a block of vectors, targets; the same in every process."""
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(N, D))
+    x *= rng.uniform(0.5, 2.0, size=(N, 1)) / np.linalg.norm(x, axis=1, keepdims=True)
+    return x, rng.normal(size=(N, K_COLUMNS)), rng.normal(size=(N, 1))
+
+
+def arccos_kernel(x1, x2):
+    """An arc-cosine kernel plus a constant (positive definite), written with jax.numpy for kernel_rows."""
+    import jax.numpy as jnp
+
+    gram = x1 @ x2.T
+    norms = jnp.linalg.norm(x1, axis=1)[:, None] * jnp.linalg.norm(x2, axis=1)[None, :]
+    rho = jnp.clip(gram / norms, -1.0, 1.0)
+    return gram * (0.25 + jnp.arcsin(rho) / (2 * jnp.pi)) + 0.5
+
+
+def grid_problem():
+    """A two-layer network, its GD solver and RUNS stacked runs (one seed and one s per run)."""
+    import jax
+    import jax.numpy as jnp
+
+    from ntkhom import models
+    from ntkhom.solvers import driver, gradient_solver
+
+    x, _, y = problem()
+    model = models.two_layer(16, 0.5, bias=True)
+    solver = gradient_solver(model, x, y, learning_rate=0.05, fused=False)
+    params = driver.stack([model.init(jax.random.PRNGKey(seed), D) for seed in range(RUNS)])
+    state = jax.vmap(solver.init)(params)
+    state["s"] = jnp.linspace(0.0, 1.5, RUNS)
+    return solver, params, state
+
+
+def kernel_model():
+    import jax
+
+    from ntkhom import models
+
+    model = models.two_layer(64, 0.7, bias=True, trained="all")
+    return model, model.init(jax.random.PRNGKey(3), D)
+
+
+def reference() -> dict:
+    """The same quantities on the calling process's single device, the product and lambda_min in NumPy."""
+    import jax
+
+    from ntkhom import kernels
+    from ntkhom.solvers import driver
+
+    x, V, _ = problem()
+    gram = x @ x.T
+    norms = np.linalg.norm(x, axis=1)
+    rho = np.clip(gram / np.outer(norms, norms), -1.0, 1.0)
+    dense = gram * (0.25 + np.arcsin(rho) / (2 * np.pi)) + 0.5
+    model, params = kernel_model()
+    kernel = np.asarray(kernels.empirical_ntk_two_layer(model, params, x))
+    solver, grid_params, grid_state = grid_problem()
+    grid = driver.run_batch(solver, grid_params, grid_state, steps=STEPS, record_every=10, progress=False)
+    assert len(jax.devices()) == 1
+    return {
+        "product": dense @ V,
+        "lambda_min_operator": np.linalg.eigvalsh(dense)[0],
+        "kernel": kernel,
+        "lambda_min_kernel": np.linalg.eigvalsh(kernel)[0],
+        "grid_loss": np.nan_to_num(grid.loss, nan=-1.0),
+        "grid_W": np.asarray(grid.params[0]["W"]),
+        "grid_stop_reasons": grid.stop_reasons,
+        "grid_messages": grid.messages,
+    }
+
+
+def check_against_reference(result: dict, expected: dict) -> None:
+    """Sharded results equal the single-device ones (float64: products to 1e-12, spectra to 1e-10)."""
+    np.testing.assert_allclose(result["product"], expected["product"], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(result["lambda_min_operator"], expected["lambda_min_operator"], rtol=1e-10)
+    np.testing.assert_allclose(result["kernel"], expected["kernel"], rtol=1e-12, atol=1e-12)
+    np.testing.assert_allclose(result["lambda_min_kernel"], expected["lambda_min_kernel"], rtol=1e-10)
+    np.testing.assert_allclose(result["grid_loss"], expected["grid_loss"], rtol=1e-12)
+    np.testing.assert_allclose(result["grid_W"], expected["grid_W"], rtol=1e-12, atol=1e-14)
+    assert result["grid_stop_reasons"] == expected["grid_stop_reasons"]
+    assert result["grid_messages"] == expected["grid_messages"]
+
+
+def main(argv):
+    if len(argv) == 3:
+        settings = distributed.Settings(argv[0], int(argv[1]), int(argv[2]))
+        distributed.initialize(settings, timeout=120)
+    import functools
+
+    import jax
+    import scipy.sparse.linalg
+
+    jax.config.update("jax_enable_x64", True)
+    from ntkhom import kernels, sharding, spectrum
+
+    mesh = sharding.device_mesh()
+    x, V, _ = problem()
+
+    operator = sharding.shard_operator(sharding.kernel_rows(arccos_kernel, x, tile=8), mesh)
+    product = np.asarray(operator.matvec(V))
+    linear = scipy.sparse.linalg.LinearOperator((N, N), matvec=lambda v: np.asarray(operator.matvec(v.ravel())),
+                                                dtype=np.float64)
+    (lambda_min_operator,) = scipy.sparse.linalg.eigsh(linear, k=1, which="SA", v0=np.ones(N), tol=1e-13,
+                                                       return_eigenvectors=False)
+
+    model, params = kernel_model()
+    rows = sharding.sharded_kernel(functools.partial(kernels.empirical_ntk_two_layer, model, params), x, mesh=mesh)
+    kernel = rows.gather()
+
+    solver, grid_params, grid_state = grid_problem()
+    grid = sharding.run_batch(solver, grid_params, grid_state, mesh=mesh, steps=STEPS, record_every=10,
+                              progress=False)
+    print(json.dumps({
+        "devices": len(jax.devices()),
+        "processes": jax.process_count(),
+        "kernel_shards": len(rows.data.sharding.device_set),
+        "product": product.tolist(),
+        "lambda_min_operator": float(lambda_min_operator),
+        "kernel": kernel.tolist(),
+        "lambda_min_kernel": spectrum.lambda_min(kernel).value,
+        "grid_loss": np.nan_to_num(grid.loss, nan=-1.0).tolist(),
+        "grid_W": np.asarray(grid.params[0]["W"]).tolist(),
+        "grid_stop_reasons": grid.stop_reasons,
+        "grid_messages": grid.messages,
+    }), flush=True)
+    if jax.process_count() > 1:
+        jax.distributed.shutdown()
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
