@@ -1,0 +1,729 @@
+"""Kernel operators: the product K V of an NTK with an (n, k) block, without ever forming K.
+
+An operator is a frozen dataclass registered as a JAX pytree (its arrays are leaves, its settings static),
+so it passes through ``jit``, ``vmap`` and ``grad`` like any array. Every operator has
+
+    n, dtype          size and dtype of the kernel it stands for,
+    matvec(V)         K V for V of shape (n, k) (or (n,)), jit-compiled,
+    diagonal()        the n diagonal entries (for pivoted Cholesky preconditioners),
+    columns(index)    the columns K[:, index], (n, len(index)), where that is cheaper than products,
+    at(s)             the same operator at another homotopy parameter s (where s applies).
+
+Operators (memory never holds an n x n array):
+
+* :class:`TwoLayerNTKOperator` — the structured empirical NTK of a two-layer homotopy network. With
+  X~ = [c1 X, b1 1] (n, d'), A = a^T o sigma_s'(Z) and S = sigma_s(Z) (n, m), Z = X~ W~,
+
+      K = c2^2 (A A^T) o (X~ X~^T)  [+ c2^2 S S^T + b2^2 1 1^T  when the output layer is trained].
+
+  Since (A A^T) o (X~ X~^T) = Phi Phi^T with Phi_i = A_i (x) X~_i (a row-wise Kronecker product),
+  K v = Phi (Phi^T v) where Phi^T v = A^T (v o X~) is an (m, d') matrix: per column 4 n d' m flops, done
+  for a whole block as two matrix products per width block (A_b^T [v_j o X~]_j, then A_b G_b). For the
+  ReLU family, A_ir = a_r (p0 + p1 [z_ir > 0]), and the signs [z > 0] are computed once and kept bit-packed
+  (n m / 8 bytes); other phi recompute z per width block. Memory O(n (d + k) + n * block).
+* :class:`JacobianNTKOperator` — any network f(params, x): K V = J (J^T V), one VJP and one JVP per column
+  and output, over row blocks, memory O(parameters * k + n k + activations of a row block).
+* :class:`InfiniteNTKOperator` — the infinite-width NTK or NNGP of a homotopy MLP of any depth (ReLU family),
+  by the arc-cosine layer recursion (Cho and Saul, NeurIPS 2009; Jacot et al., NeurIPS 2018) in the dtype
+  of x (use float64), assembled row block by row block on the fly: O(n^2 (d + L)) per product,
+  O(n * block) memory.
+* :class:`DenseOperator` — a matrix already in memory, for tests and small problems.
+* :class:`PathOperator` — K(s) = K0 + s K1 + s^2 K2 from an operator at three values of s (two-layer
+  kernels are exactly quadratic in s; :mod:`ntkhom.kernels`), with the coefficient products.
+
+Row structure. Every product is a sum over rows followed by row-local work: ``matvec(V, row_sum=...)`` takes
+the reduction over rows as an argument (identity by default; ``lambda t: jax.lax.psum(t, axis)`` inside
+``shard_map`` with x and V sharded by rows). :class:`InfiniteNTKOperator` instead needs all of x for each
+row block (``rows_matvec(x_rows, V)`` gives K[rows, :] V).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ntkhom.activations import check_s
+from ntkhom.data import check_inputs
+from ntkhom.kernels import KernelPath
+from ntkhom.models import HomotopyMLP, Params
+
+__all__ = [
+    "DenseOperator",
+    "TwoLayerNTKOperator",
+    "JacobianNTKOperator",
+    "InfiniteNTKOperator",
+    "PathOperator",
+    "two_layer_ntk_operator",
+    "jacobian_ntk_operator",
+    "model_jacobian_ntk_operator",
+    "infinite_ntk_operator",
+    "kernel_path_operator",
+    "as_operator",
+    "is_operator",
+    "OPERATOR_BLOCK_BYTES",
+]
+
+#: Memory budget of one block's temporaries (an n x block slab, a few of them live at once).
+OPERATOR_BLOCK_BYTES = 128 * 2**20
+#: Units per packed word of a sign pattern.
+_WORD_BITS = 32
+#: Multiples of eps of q11 q22 - q12^2 treated as rounding (an angle of exactly 0) in the arc-cosine kernels.
+_ANGLE_ROUNDING = 16
+#: Homotopy parameters at which a path is sampled to recover its three coefficients (as in kernels).
+_PATH_NODES = (0.0, 1.0, 2.0)
+
+
+def _operator(cls=None, *, data: tuple[str, ...], meta: tuple[str, ...]):
+    """Frozen dataclass registered as a pytree with ``data`` leaves and static ``meta`` fields."""
+
+    def wrap(cls):
+        cls = dataclasses.dataclass(frozen=True)(cls)
+        return jax.tree_util.register_dataclass(cls, data_fields=list(data), meta_fields=list(meta))
+
+    return wrap if cls is None else wrap(cls)
+
+
+def _as_block(V, n: int, dtype) -> tuple[jax.Array, bool]:
+    V = jnp.asarray(V)
+    vector = V.ndim == 1
+    if vector:
+        V = V[:, None]
+    if V.ndim != 2 or V.shape[0] != n:
+        raise ValueError(f"V must have shape ({n},) or ({n}, k), got {tuple(V.shape)}")
+    return V.astype(jnp.result_type(V.dtype, dtype)), vector
+
+
+def _identity(t):
+    return t
+
+
+def _rows_per_block(n_other: int, itemsize: int, block_rows: int | None, temporaries: int) -> int:
+    if block_rows is not None:
+        if int(block_rows) <= 0:
+            raise ValueError(f"block_rows must be positive, got {block_rows}")
+        return int(block_rows)
+    return int(max(8, OPERATOR_BLOCK_BYTES // max(1, temporaries * n_other * itemsize)))
+
+
+def _pad_rows(x: jax.Array, block: int) -> tuple[jax.Array, int]:
+    n = x.shape[0]
+    blocks = -(-n // block)
+    pad = blocks * block - n
+    if pad:
+        # Repeat the first row: padded rows stay well defined (no zero norms) and are dropped afterwards.
+        x = jnp.concatenate([x, jnp.broadcast_to(x[:1], (pad,) + x.shape[1:])], axis=0)
+    return x, blocks
+
+
+class _Base:
+    """Shared front end: shape checks, jit, vector in / vector out."""
+
+    @property
+    def n(self) -> int:
+        return int(self.x.shape[0])
+
+    @property
+    def dtype(self):
+        return self.x.dtype
+
+    def matvec(self, V, row_sum: Callable | None = None) -> jax.Array:
+        """K V for V of shape (n, k) or (n,); ``row_sum`` reduces partial sums over rows (module docstring)."""
+        V, vector = _as_block(V, self.n, self.dtype)
+        out = _jitted_matvec(self, V, row_sum or _identity)
+        return out[:, 0] if vector else out
+
+    def __matmul__(self, V):
+        return self.matvec(V)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n, self.n)
+
+
+@functools.partial(jax.jit, static_argnames=("row_sum",))
+def _jitted_matvec(operator, V, row_sum):
+    return operator._matvec(V, row_sum)
+
+
+# -- dense --------------------------------------------------------------------------------------------------
+@functools.partial(_operator, data=("matrix",), meta=())
+class DenseOperator(_Base):
+    """A symmetric matrix in memory as an operator (tests, small problems)."""
+
+    matrix: jax.Array
+
+    @property
+    def x(self):  # rows stand in for inputs in the shared front end
+        return self.matrix
+
+    def _matvec(self, V, row_sum):
+        return self.matrix @ V
+
+    def diagonal(self) -> jax.Array:
+        return jnp.diagonal(self.matrix)
+
+    def columns(self, index) -> jax.Array:
+        return self.matrix[:, jnp.asarray(index)]
+
+
+# -- structured two-layer empirical NTK -----------------------------------------------------------------------
+@functools.partial(
+    _operator,
+    data=("x", "W", "a", "patterns", "s"),
+    meta=("model", "block", "width", "output_bias"),
+)
+class TwoLayerNTKOperator(_Base):
+    """Empirical NTK of a two-layer homotopy network as an operator (module docstring for the formula).
+
+    Attributes:
+      x: (n, d') augmented inputs X~ = [c1 X, b1 1] (the bias column only with hidden biases).
+      W: (blocks, d', block) augmented first-layer weights [W; b], zero-padded to whole blocks.
+      a: (blocks, block) output weights (zero on padding).
+      patterns: (n, blocks * block / 32) uint32 bit-packed signs [z > 0], or None (float products).
+      s: homotopy parameter (a scalar array: traced values allowed).
+      model, block, width, output_bias: static settings.
+    """
+
+    x: jax.Array
+    W: jax.Array
+    a: jax.Array
+    patterns: jax.Array | None
+    s: jax.Array
+    model: HomotopyMLP
+    block: int
+    width: int
+    output_bias: bool
+
+    def at(self, s) -> TwoLayerNTKOperator:
+        """The operator at homotopy parameter ``s`` (sign patterns do not depend on s)."""
+        return dataclasses.replace(self, s=jnp.asarray(check_s(s), self.dtype))
+
+    @property
+    def _scales(self):
+        """(c2, b2_std): output-layer weight and bias scales."""
+        w2_std, b2_std = self.model.layer_scales(self._d)[-1]
+        return w2_std / math.sqrt(self.width), b2_std
+
+    @property
+    def _d(self) -> int:
+        return self.x.shape[1] - (1 if self.model.b_std is not None else 0)
+
+    def _slopes(self, j, z=None):
+        """sigma_s'(Z) of width block j, times the output weights: (n, block)."""
+        phi = self.model.phi
+        if self.patterns is not None:
+            lo, hi = phi.slopes
+            words = self.block // _WORD_BITS
+            packed = jax.lax.dynamic_slice_in_dim(self.patterns, j * words, words, axis=1)
+            shifts = jnp.arange(_WORD_BITS, dtype=jnp.uint32)
+            bits = ((packed[:, :, None] >> shifts) & jnp.uint32(1)).reshape(packed.shape[0], self.block)
+            p0 = 1.0 - self.s + self.s * lo
+            p1 = self.s * (hi - lo)
+            return self.a[j] * (p0 + p1 * bits.astype(self.dtype))
+        return self.a[j] * (1.0 + self.s * (phi.derivative(z) - 1.0))
+
+    def _matvec(self, V, row_sum):
+        c2, b2_std = self._scales
+        trained_output = self.model.trained == "all"
+        n, k = V.shape
+        dprime = self.x.shape[1]
+        # (n, d' k): column l * k + j is X~[:, l] * V[:, j]
+        xv = (self.x[:, :, None] * V[:, None, :]).reshape(n, dprime * k)
+        blocks = self.W.shape[0]
+        mask = (jnp.arange(blocks * self.block) < self.width).reshape(blocks, self.block).astype(self.dtype)
+
+        def body(carry, j):
+            hidden, output = carry
+            z = None if (self.patterns is not None and not trained_output) else self.x @ self.W[j]
+            A = self._slopes(j, z)
+            G = row_sum(A.T @ xv)  # (block, d' k) = Phi^T V for this block
+            hidden = hidden + A @ G
+            if trained_output:
+                phi = self.model.phi
+                S = (z + self.s * (phi.fn(z) - z)) * mask[j]
+                output = output + S @ row_sum(S.T @ V)
+            return (hidden, output), None
+
+        zeros_h = jnp.zeros((n, dprime * k), V.dtype)
+        zeros_o = jnp.zeros((n, k), V.dtype)
+        (hidden, output), _ = jax.lax.scan(body, (zeros_h, zeros_o), jnp.arange(blocks))
+        out = jnp.einsum("nl,nlk->nk", self.x, hidden.reshape(n, dprime, k))
+        if trained_output:
+            out = out + output
+        out = c2**2 * out
+        if trained_output and self.output_bias:
+            out = out + b2_std**2 * row_sum(jnp.sum(V, axis=0))[None, :]
+        return out
+
+    def diagonal(self) -> jax.Array:
+        return _two_layer_columns(self, None)
+
+    def columns(self, index) -> jax.Array:
+        return _two_layer_columns(self, jnp.asarray(index))
+
+
+@jax.jit
+def _two_layer_columns(op: TwoLayerNTKOperator, index):
+    """K[:, index] (or the diagonal for index None) at O(n m d') per column, by width blocks."""
+    c2, b2_std = op._scales
+    trained_output = op.model.trained == "all"
+    blocks = op.W.shape[0]
+    mask = (jnp.arange(blocks * op.block) < op.width).reshape(blocks, op.block).astype(op.dtype)
+    diag = index is None
+    gram = jnp.sum(op.x**2, axis=1) if diag else op.x @ op.x[index].T
+
+    def body(carry, j):
+        z = op.x @ op.W[j]
+        A = op._slopes(j, z)
+        S = (z + op.s * (op.model.phi.fn(z) - z)) * mask[j]
+        if diag:
+            return carry + jnp.sum(A**2, axis=1) * gram + trained_output * jnp.sum(S**2, axis=1), None
+        return carry + (A @ A[index].T) * gram + trained_output * (S @ S[index].T), None
+
+    shape = (op.n,) if diag else (op.n, index.shape[0])
+    total, _ = jax.lax.scan(body, jnp.zeros(shape, op.dtype), jnp.arange(blocks))
+    total = c2**2 * total
+    if trained_output and op.output_bias:
+        total = total + b2_std**2
+    return total
+
+
+def _width_block(n: int, width: int, itemsize: int, block_width: int | None, pattern: bool) -> int:
+    if block_width is not None:
+        if int(block_width) <= 0:
+            raise ValueError(f"block_width must be positive, got {block_width}")
+        block = min(int(block_width), width)
+    else:
+        # About four (n x block) slabs live at once (z, A, S and a product).
+        block = max(_WORD_BITS, min(width, OPERATOR_BLOCK_BYTES // max(1, 4 * n * itemsize)))
+    if pattern:
+        block = _WORD_BITS * -(-block // _WORD_BITS)
+    return int(block)
+
+
+@functools.partial(jax.jit, static_argnames=("block",))
+def _pack_patterns(x, W, block):
+    """Bit-packed [Z > 0] for Z = x W (W as (blocks, d', block)): (n, blocks * block / 32) uint32."""
+    shifts = jnp.arange(_WORD_BITS, dtype=jnp.uint32)
+
+    def one(Wb):
+        z = x @ Wb
+        bits = (z > 0).reshape(x.shape[0], block // _WORD_BITS, _WORD_BITS).astype(jnp.uint32)
+        return jnp.sum(bits << shifts, axis=2, dtype=jnp.uint32)  # distinct bits: the sum is their OR
+
+    words = jax.lax.map(one, W)  # (blocks, n, words per block)
+    return jnp.transpose(words, (1, 0, 2)).reshape(x.shape[0], -1)
+
+
+def two_layer_ntk_operator(
+    model: HomotopyMLP,
+    params: Params,
+    x,
+    *,
+    s=None,
+    block_width: int | None = None,
+    pattern: bool | None = None,
+) -> TwoLayerNTKOperator:
+    """The empirical NTK of a two-layer homotopy network as a :class:`TwoLayerNTKOperator`.
+
+    Equal to :func:`ntkhom.kernels.empirical_ntk_two_layer` times V (tested), for trained="hidden" or "all",
+    with or without biases, any phi.
+
+    Args:
+      model: a two-layer :class:`~ntkhom.models.HomotopyMLP` with one output.
+      params: its parameters.
+      x: (n, d) inputs.
+      s: homotopy parameter (default ``model.s``).
+      block_width: hidden units per block (default: what fits :data:`OPERATOR_BLOCK_BYTES`).
+      pattern: keep bit-packed sign patterns instead of recomputing z. None (default): whenever phi is of
+        the ReLU family and only the hidden layer is trained (the output term needs z itself); True insists.
+
+    Returns:
+      The operator; memory O(n d + n m / 32 words + n * block_width).
+    """
+    if model.depth != 1 or model.out_dim != 1:
+        raise ValueError(
+            f"two_layer_ntk_operator needs a two-layer network with one output (got widths={model.widths}, "
+            f"out_dim={model.out_dim}); use jacobian_ntk_operator for other networks"
+        )
+    x = model.check(params, x)
+    s = model.s if s is None else check_s(s)
+    n, d = x.shape
+    W = params[0]["W"]
+    width = W.shape[1]
+    applies = model.phi.slopes is not None and model.trained == "hidden"
+    if pattern not in (None, True, False):
+        raise ValueError(f"pattern must be None (automatic), True or False, got {pattern!r}")
+    if pattern and not applies:
+        raise ValueError(
+            "pattern=True needs a ReLU-family phi (relu, leaky_relu, abs) and trained='hidden'; "
+            f"got phi={model.phi.name!r}, trained={model.trained!r}"
+        )
+    pattern = applies if pattern is None else pattern
+    dtype = jnp.result_type(x.dtype, W.dtype)
+    x = x.astype(dtype)
+    w1_std, b1_std = model.layer_scales(d)[0]
+    c1 = w1_std / math.sqrt(d)
+    columns = [c1 * x]
+    rows = [W.astype(dtype)]
+    if "b" in params[0]:
+        columns.append(jnp.full((n, 1), b1_std, dtype))
+        rows.append(params[0]["b"].astype(dtype)[None, :])
+    x_aug = jnp.concatenate(columns, axis=1)
+    W_aug = jnp.concatenate(rows, axis=0)
+    block = _width_block(n, width, jnp.dtype(dtype).itemsize, block_width, pattern)
+    blocks = -(-width // block)
+    pad = blocks * block - width
+    W_aug = jnp.pad(W_aug, ((0, 0), (0, pad))).reshape(W_aug.shape[0], blocks, block).transpose(1, 0, 2)
+    a = jnp.pad(params[1]["W"][:, 0].astype(dtype), (0, pad)).reshape(blocks, block)
+    patterns = _pack_patterns(x_aug, W_aug, block) if pattern else None
+    return TwoLayerNTKOperator(
+        x=x_aug, W=W_aug, a=a, patterns=patterns, s=jnp.asarray(s, dtype), model=model, block=block,
+        width=width, output_bias="b" in params[1],
+    )
+
+
+# -- any network: J (J^T V) -----------------------------------------------------------------------------------
+@functools.partial(_operator, data=("x", "params", "frozen"), meta=("f", "combine", "block_rows"))
+class JacobianNTKOperator(_Base):
+    """Empirical NTK of any network as K V = J (J^T V) (one VJP and one JVP per column and output).
+
+    K_ij = (1/o) sum_c <d f_c(x_i)/d theta, d f_c(x_j)/d theta> over the trained parameters theta (the
+    output axis averaged, as neural-tangents' ``trace_axes``).
+
+    Attributes:
+      x: (n, ...) inputs (rows are samples).
+      params: trained parameters (a pytree).
+      frozen: the rest of the parameters (a pytree, possibly empty).
+      f: ``f(parameters, x) -> (n, o)`` or (n,); static.
+      combine: ``combine(params, frozen) -> parameters`` passed to f; static.
+      block_rows: rows per VJP/JVP (bounds the activations held at once); static.
+    """
+
+    x: jax.Array
+    params: object
+    frozen: object
+    f: Callable
+    combine: Callable
+    block_rows: int
+
+    def _apply(self, params, x):
+        out = self.f(self.combine(params, self.frozen), x)
+        return out[:, None] if out.ndim == 1 else out
+
+    def _matvec(self, V, row_sum):
+        n, k = V.shape
+        xs, blocks = _pad_rows(self.x, self.block_rows)
+        Vp = jnp.pad(V, ((0, blocks * self.block_rows - n), (0, 0)))  # padded rows carry no weight
+        xs = xs.reshape((blocks, self.block_rows) + self.x.shape[1:])
+        Vs = Vp.reshape(blocks, self.block_rows, k)
+        outputs = jax.eval_shape(self._apply, self.params, xs[0]).shape[1]
+        eye = jnp.eye(outputs, dtype=V.dtype)
+
+        def pull(total, item):
+            xb, vb = item
+            _, pullback = jax.vjp(lambda p: self._apply(p, xb), self.params)
+            # cotangent for (column j, output c): v_j e_c^T
+            cot = vb.T[:, None, :, None] * eye[None, :, None, :]  # (k, o, rows, o)
+            u = jax.vmap(jax.vmap(lambda c: pullback(c)[0]))(cot)
+            return jax.tree.map(jnp.add, total, u), None
+
+        zeros = jax.tree.map(lambda p: jnp.zeros((k, outputs) + p.shape, jnp.result_type(p, V)), self.params)
+        u, _ = jax.lax.scan(pull, zeros, (xs, Vs))
+        u = row_sum(u)
+
+        def push(xb):
+            def one(uc):
+                return jax.jvp(lambda p: self._apply(p, xb), (self.params,), (uc,))[1]
+
+            out = jax.vmap(jax.vmap(one))(u)  # (k, o, rows, o)
+            return jnp.einsum("kcrc->rk", out) / outputs
+
+        out = jax.lax.map(push, xs).reshape(blocks * self.block_rows, k)
+        return out[:n].astype(V.dtype)
+
+    def diagonal(self) -> jax.Array:
+        # n products of one column would be needed; callers fall back to a Nystrom sketch.
+        raise NotImplementedError("JacobianNTKOperator has no cheap diagonal; use a Nystrom preconditioner")
+
+    def columns(self, index) -> jax.Array:
+        index = jnp.asarray(index)
+        E = jnp.zeros((self.n, index.shape[0]), self.dtype).at[index, jnp.arange(index.shape[0])].set(1.0)
+        return self.matvec(E)
+
+    @property
+    def dtype(self):
+        leaves = jax.tree.leaves(self.params)
+        return jnp.result_type(*leaves) if leaves else self.x.dtype
+
+
+def _second(params, frozen):
+    return params
+
+
+def jacobian_ntk_operator(f: Callable, params, x, *, frozen=None, combine: Callable | None = None,
+                          block_rows: int | None = None) -> JacobianNTKOperator:
+    """The empirical NTK of ``f(params, x)`` as a :class:`JacobianNTKOperator`.
+
+    Args:
+      f: the network, ``f(parameters, x) -> (n, o)`` (or (n,)); a hashable function (it is a static field).
+      params: the trained parameters (differentiated).
+      x: (n, ...) inputs.
+      frozen: parameters that are not trained, passed to ``combine``.
+      combine: ``combine(params, frozen)`` builds f's first argument (default: ``params`` alone).
+      block_rows: rows per VJP/JVP (default: all rows up to 1024).
+    """
+    x = jnp.asarray(x)
+    if x.ndim < 1 or x.shape[0] == 0:
+        raise ValueError(f"x must have a leading axis of samples, got shape {tuple(x.shape)}")
+    if not callable(f):
+        raise TypeError(f"f must be callable f(params, x), got {type(f).__name__}")
+    rows = min(x.shape[0], 1024) if block_rows is None else int(block_rows)
+    if rows <= 0:
+        raise ValueError(f"block_rows must be positive, got {block_rows}")
+    return JacobianNTKOperator(x=x, params=params, frozen=frozen, f=f, combine=combine or _second,
+                               block_rows=rows)
+
+
+@functools.lru_cache(maxsize=64)
+def _model_functions(model: HomotopyMLP):
+    # Cached per model, so equal models give the same static functions and share compilations.
+    def f(full, x):
+        params, s = full
+        return model.apply(params, x, s)
+
+    def combine(trainable, frozen):
+        params, s = frozen
+        return model.combine(trainable, params), s
+
+    return f, combine
+
+
+def model_jacobian_ntk_operator(model: HomotopyMLP, params: Params, x, *, s=None,
+                                block_rows: int | None = None) -> JacobianNTKOperator:
+    """:func:`jacobian_ntk_operator` for a :class:`~ntkhom.models.HomotopyMLP` of any depth, over
+    ``model.trained`` (equal to :func:`ntkhom.kernels.empirical_ntk`, tested)."""
+    x = model.check(params, x)
+    s = model.s if s is None else check_s(s)
+    f, combine = _model_functions(model)
+    return jacobian_ntk_operator(f, model.trainable(params), x, frozen=(params, jnp.asarray(s, x.dtype)),
+                                 combine=combine, block_rows=block_rows)
+
+
+# -- infinite width -------------------------------------------------------------------------------------------
+def _relu_family_layer(q12, q11, q22, a, b):
+    """E[sigma(u) sigma(v)] and E[sigma'(u) sigma'(v)] for sigma(x) = a min(x, 0) + b max(x, 0) and
+    (u, v) ~ N(0, [[q11, q12], [q12, q22]]) (the arc-cosine kernels of degree 1 and 0, Cho and Saul 2009)."""
+    # |x||x'| sin(theta) from q11 q22 - q12^2. Rounding leaves ~eps q11 q22 of it on the diagonal, which an
+    # angle would turn into theta ~ sqrt(eps) ~ 1e-8; below a few eps it is indistinguishable from 0.
+    product = q11 * q22
+    excess = product - q12**2
+    tolerance = _ANGLE_ROUNDING * jnp.finfo(jnp.result_type(q12)).eps * product
+    sine = jnp.sqrt(jnp.where(excess > tolerance, excess, 0.0))
+    theta = jnp.where((sine == 0) & (q12 == 0), np.pi / 2, jnp.arctan2(sine, q12))
+    value = a * b * q12 + (b - a) ** 2 * (sine + (np.pi - theta) * q12) / (2 * np.pi)
+    slope = a * b + (b - a) ** 2 * (np.pi - theta) / (2 * np.pi)
+    return value, slope
+
+
+@functools.partial(_operator, data=("x", "s"), meta=("model", "kind", "block_rows"))
+class InfiniteNTKOperator(_Base):
+    """The infinite-width NTK (over ``model.trained``) or NNGP of a homotopy MLP, as an operator.
+
+    Layer recursion (neural-tangents conventions; first layer q = W1^2 x.x'/d + b^2, Theta = q):
+
+        q'     = W^2 E[sigma_s(u) sigma_s(v)] + b^2,
+        Theta' = W^2 (Theta E[sigma_s'(u) sigma_s'(v)] + E[sigma_s(u) sigma_s(v)]) + b^2,
+
+    with closed forms for the ReLU family (sigma_s(x) = a_s min(x, 0) + b_s max(x, 0)). The NTK with a frozen
+    output layer (trained="hidden") is Theta - q at the output. Rows are processed ``block_rows`` at a time.
+
+    Attributes:
+      x: (n, d) inputs; the dtype sets the precision (float64 recommended).
+      s: homotopy parameter (scalar array).
+      model, kind ("ntk" or "nngp"), block_rows: static settings.
+    """
+
+    x: jax.Array
+    s: jax.Array
+    model: HomotopyMLP
+    kind: str
+    block_rows: int
+
+    def at(self, s) -> InfiniteNTKOperator:
+        return dataclasses.replace(self, s=jnp.asarray(check_s(s), self.dtype))
+
+    def _layer_slopes(self):
+        lo, hi = self.model.phi.slopes
+        return 1.0 - self.s + self.s * lo, 1.0 - self.s + self.s * hi
+
+    def _kernel(self, x1, x2, diag: bool = False):
+        """K(x1, x2) (n1, n2), or the diagonal K(x1_i, x1_i) when ``diag``."""
+        d = self.x.shape[1]
+        scales = self.model.layer_scales(d)
+        a, b = self._layer_slopes()
+        w_std, b_std = scales[0]
+        bias = 0.0 if b_std is None else b_std**2
+
+        def first(u, v):
+            return (w_std**2 / d) * (jnp.sum(u * v, axis=1) if diag else u @ v.T) + bias
+
+        q = first(x1, x2)
+        q11 = first(x1, x1) if not diag else q
+        q22 = first(x2, x2) if not diag else q
+        if not diag:
+            q11 = jnp.sum(x1 * x1, axis=1) * (w_std**2 / d) + bias
+            q22 = jnp.sum(x2 * x2, axis=1) * (w_std**2 / d) + bias
+            q11, q22 = q11[:, None], q22[None, :]
+        theta = q
+        variance = (a**2 + b**2) / 2  # E[sigma(u)^2] / E[u^2]
+        for w_std, b_std in scales[1:]:
+            bias = 0.0 if b_std is None else b_std**2
+            value, slope = _relu_family_layer(q, q11, q22, a, b)
+            theta = w_std**2 * (theta * slope + value) + bias
+            q = w_std**2 * value + bias
+            q11 = w_std**2 * variance * q11 + bias
+            q22 = w_std**2 * variance * q22 + bias
+        if self.kind == "nngp":
+            return q
+        return theta - q if self.model.trained == "hidden" else theta
+
+    def rows_matvec(self, x_rows, V) -> jax.Array:
+        """K[rows, :] V for rows given by their inputs ``x_rows`` (r, d): (r, k)."""
+        return self._kernel(x_rows, self.x) @ V
+
+    def _matvec(self, V, row_sum):
+        xs, blocks = _pad_rows(self.x, self.block_rows)
+        xs = xs.reshape(blocks, self.block_rows, self.x.shape[1])
+        out = jax.lax.map(lambda xb: self.rows_matvec(xb, V), xs).reshape(-1, V.shape[1])
+        return out[: self.n]
+
+    def diagonal(self) -> jax.Array:
+        return _infinite_diagonal(self)
+
+    def columns(self, index) -> jax.Array:
+        return _infinite_columns(self, jnp.asarray(index))
+
+
+@jax.jit
+def _infinite_diagonal(op):
+    return op._kernel(op.x, op.x, diag=True)
+
+
+@jax.jit
+def _infinite_columns(op, index):
+    return op._kernel(op.x, op.x[index])
+
+
+def infinite_ntk_operator(model: HomotopyMLP, x, *, s=None, kind: str = "ntk",
+                          block_rows: int | None = None) -> InfiniteNTKOperator:
+    """The infinite-width NTK (``kind="ntk"``, over ``model.trained``) or NNGP (``kind="nngp"``) of a
+    homotopy MLP of any depth with a ReLU-family phi, as an :class:`InfiniteNTKOperator`.
+
+    Equal to :func:`ntkhom.kernels.infinite_ntk` / :func:`~ntkhom.kernels.infinite_nngp` times V (tested).
+
+    Args:
+      model: the network description (depth, scales, biases, phi of the ReLU family, trained).
+      x: (n, d) inputs, computed in their own dtype (pass float64).
+      s: homotopy parameter (default ``model.s``).
+      kind: "ntk" or "nngp".
+      block_rows: rows per block (default: what fits :data:`OPERATOR_BLOCK_BYTES`).
+    """
+    if kind not in ("ntk", "nngp"):
+        raise ValueError(f"unknown kind={kind!r}; choose 'ntk' or 'nngp'")
+    if model.phi.slopes is None:
+        raise ValueError(
+            f"infinite_ntk_operator has closed forms for the ReLU family only, got phi={model.phi.name!r}; "
+            "use ntkhom.kernels.infinite_ntk (numerical quadrature) for other activations"
+        )
+    x = check_inputs(x)
+    s = model.s if s is None else check_s(s)
+    rows = _rows_per_block(x.shape[0], x.dtype.itemsize, block_rows, temporaries=8)
+    rows = min(rows, x.shape[0])
+    return InfiniteNTKOperator(x=x, s=jnp.asarray(s, x.dtype), model=model, kind=kind, block_rows=rows)
+
+
+# -- kernel path ---------------------------------------------------------------------------------------------
+@functools.partial(_operator, data=("nodes", "s"), meta=())
+class PathOperator(_Base):
+    """K(s) = K0 + s K1 + s^2 K2 from the kernel at s = 0, 1, 2 (``nodes``, three operators).
+
+    Two-layer kernels are exactly quadratic in s at any width, so the Newton form through the three nodes
+    gives the coefficients: K0 = K(0), K2 = (K(2) - 2 K(1) + K(0)) / 2, K1 = K(1) - K0 - K2.
+    """
+
+    nodes: tuple
+    s: jax.Array
+
+    @property
+    def n(self) -> int:
+        return self.nodes[0].n
+
+    @property
+    def dtype(self):
+        return self.nodes[0].dtype
+
+    def at(self, s) -> PathOperator:
+        return dataclasses.replace(self, s=jnp.asarray(check_s(s), self.dtype))
+
+    def coefficient_products(self, V) -> tuple[jax.Array, jax.Array, jax.Array]:
+        """(K0 V, K1 V, K2 V), three products."""
+        V, vector = _as_block(V, self.n, self.dtype)
+        k0, k1, k2 = (node.matvec(V) for node in self.nodes)
+        second = (k2 - 2.0 * k1 + k0) / 2.0
+        out = (k0, k1 - k0 - second, second)
+        return tuple(t[:, 0] for t in out) if vector else out
+
+    def _matvec(self, V, row_sum):
+        k0, k1, k2 = (node._matvec(V, row_sum) for node in self.nodes)
+        second = (k2 - 2.0 * k1 + k0) / 2.0
+        return k0 + self.s * (k1 - k0 - second) + self.s**2 * second
+
+    def _combine(self, parts):
+        k0, k1, k2 = parts
+        second = (k2 - 2.0 * k1 + k0) / 2.0
+        return k0 + self.s * (k1 - k0 - second) + self.s**2 * second
+
+    def diagonal(self) -> jax.Array:
+        return self._combine([node.diagonal() for node in self.nodes])
+
+    def columns(self, index) -> jax.Array:
+        return self._combine([node.columns(index) for node in self.nodes])
+
+
+def kernel_path_operator(kernel, s=None) -> PathOperator:
+    """The path K(s) as a :class:`PathOperator`, from an operator with ``at(s)`` (two-layer finite or
+    infinite width) or a dense :class:`~ntkhom.kernels.KernelPath`."""
+    if isinstance(kernel, KernelPath):
+        nodes = tuple(DenseOperator(kernel.at(t)) for t in _PATH_NODES)
+        dtype = kernel.dtype
+    elif hasattr(kernel, "at"):
+        nodes = tuple(kernel.at(t) for t in _PATH_NODES)
+        dtype = kernel.dtype
+        s = getattr(kernel, "s", 0.0) if s is None else s
+    else:
+        raise TypeError(f"kernel_path_operator needs an operator with at(s) or a KernelPath, got {type(kernel)}")
+    s = 0.0 if s is None else check_s(s)
+    return PathOperator(nodes=nodes, s=jnp.asarray(s, dtype))
+
+
+# -- dispatch ------------------------------------------------------------------------------------------------
+def is_operator(obj) -> bool:
+    """Whether ``obj`` is a kernel operator (has ``matvec`` and ``n``) rather than a matrix."""
+    return hasattr(obj, "matvec") and hasattr(obj, "n") and not isinstance(obj, (np.ndarray, jax.Array))
+
+
+def as_operator(K):
+    """An operator unchanged, or a square matrix wrapped as a :class:`DenseOperator`."""
+    if is_operator(K):
+        return K
+    array = jnp.asarray(K)
+    if array.ndim != 2 or array.shape[0] != array.shape[1]:
+        raise ValueError(f"expected a kernel operator or a square matrix, got shape {tuple(array.shape)}")
+    return DenseOperator(array)
