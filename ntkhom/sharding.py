@@ -4,8 +4,10 @@ One 1-D mesh over every device of every process (:func:`device_mesh`) serves thr
 
 * **rows** of a kernel: K = [K(x_rows_1, x); K(x_rows_2, x); ...], one block of rows per device
   (:func:`sharded_kernel`); a matrix that does not fit one device is assembled this way;
-* **products** K V: each device computes its rows K(x_rows, x) V from the points and V (replicated), and the
-  rows are gathered (:func:`sharded_matvec`, :func:`shard_operator`), inside one ``jax.shard_map``;
+* **products** K V of kernel operators (:func:`shard_operator`, one ``jax.shard_map`` per product): the
+  operator's rows and V split across devices, partial sums over rows added with ``psum`` (structured
+  two-layer NTK, Jacobian NTK), or rows of x split with all of x on every device (infinite width); the
+  product is gathered on every device;
 * **runs** of a grid: the leading axis of stacked parameters and solver states (:func:`shard_runs`), so a
   vmapped, jitted step runs B / P configurations on each of P devices (:func:`run_batch`).
 
@@ -19,6 +21,7 @@ computes the blocks of its own devices).
 from __future__ import annotations
 
 import dataclasses
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -39,9 +42,10 @@ __all__ = [
     "replicate",
     "host_array",
     "sharded_kernel",
-    "sharded_matvec",
     "shard_operator",
+    "KernelRows",
     "kernel_rows",
+    "ROW_FIELDS",
     "shard_runs",
     "run_batch",
     "mesh_summary",
@@ -160,120 +164,214 @@ def sharded_kernel(kernel_fn: Callable, x1, x2=None, *, mesh: Mesh) -> RowSharde
     return RowSharded(jax.make_array_from_single_device_arrays((size, x2.shape[0]), sharding, blocks), n1)
 
 
-def sharded_matvec(row_matvec: Callable, operand: PyTree, n: int, *, mesh: Mesh) -> Callable:
-    """K V with the rows of the product split across the mesh (``jax.shard_map``), from a row-block product.
+def _check_block(V, n: int) -> tuple[jax.Array, bool]:
+    V = jnp.asarray(V) if not isinstance(V, jax.Array) else V
+    if V.ndim not in (1, 2) or V.shape[0] != n:
+        raise ValueError(f"V must have shape ({n},) or ({n}, k), got {tuple(V.shape)}")
+    return (V[:, None] if V.ndim == 1 else V), V.ndim == 1
 
-    Device p computes ``row_matvec(operand, rows_p, V)`` = K[rows_p, :] V for its share of the row indices
-    (indices past n, the padding, are clipped to n - 1 and their rows dropped), and the blocks are gathered,
-    so every device and every process ends with the whole (n, k) result.
 
-    Args:
-      row_matvec: jittable ``row_matvec(operand, rows, V) -> (len(rows), k)``, rows an int32 index vector.
-      operand: the pytree the product needs (points, parameters), replicated on every device.
-      n: the kernel's size.
-      mesh: a 1-D mesh.
+def _replicated_input(V, mesh: Mesh):
+    # A replicated global array passes as is; anything else (a NumPy array, a one-device array) is copied
+    # to every device of the mesh, which works across processes too.
+    replicated = NamedSharding(mesh, P())
+    if isinstance(V, jax.Array) and V.is_fully_replicated and V.sharding.device_set == replicated.device_set:
+        return V
+    return replicate(host_array(V), mesh)
 
-    Returns:
-      A jitted ``matvec(V)`` for V of shape (n, k) or (n,), returning the same shape.
-    """
+
+@functools.partial(jax.jit, static_argnames=("mesh", "n", "mode"))
+def _sharded_product(local, rows, V, *, mesh, n, mode):
+    """K V inside one shard_map; ``rows`` are the row-indexed arrays split over the mesh (padded to
+    :func:`padded_size`), ``local`` everything else (replicated). The result is gathered on every device."""
     axis = _axis(mesh)
     size = padded_size(n, mesh)
-    rows, _ = shard_rows(np.minimum(np.arange(size, dtype=np.int32), n - 1), mesh)
-    operand = replicate(operand, mesh)
-    replicated = NamedSharding(mesh, P())
 
-    def local(operand, rows, V):
-        return row_matvec(operand, rows, V)
+    if mode == "row_sum":
+        # Every term of K V sums over rows j of something times V_j: zero rows of V add nothing, so the
+        # padded rows of the operator's arrays cannot change the real rows of the product.
+        def block(local, rows, V):
+            op = dataclasses.replace(local, **rows)
+            return op.matvec(V, row_sum=lambda t: jax.lax.psum(t, axis))
 
-    product = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(axis), P()), out_specs=P(axis))
-    # The output sharding asks XLA for the gather: every device, and so every process, gets all rows.
-    jitted = jax.jit(lambda operand, rows, V: product(operand, rows, V)[:n], out_shardings=replicated)
+        operand = jnp.pad(V, ((0, size - n), (0, 0)))
+        V_spec = P(axis)
+    else:
+        def block(local, rows, V):
+            if mode == "dense":
+                return rows["matrix"] @ V
+            return local.rows_matvec(rows["x"], V)
 
-    def matvec(V):
-        V = jnp.asarray(V)
-        if V.shape[0] != n or V.ndim not in (1, 2):
-            raise ValueError(f"V must have shape ({n},) or ({n}, k), got {V.shape}")
-        block = V if V.ndim == 2 else V[:, None]
-        if not (block.is_fully_replicated and block.sharding.device_set == replicated.device_set):
-            block = replicate(host_array(block), mesh)
-        out = jitted(operand, rows, block)
-        return out if V.ndim == 2 else out[:, 0]
-
-    return matvec
+        operand = V
+        V_spec = P()
+    product = jax.shard_map(block, mesh=mesh, in_specs=(P(), P(axis), V_spec), out_specs=P(axis),
+                            check_vma=False)
+    out = product(local, rows, operand)[:n]
+    return jax.lax.with_sharding_constraint(out, NamedSharding(mesh, P()))
 
 
 @dataclasses.dataclass(frozen=True)
 class ShardedOperator:
-    """A kernel operator whose products are split by rows across a mesh: ``n``, ``dtype``, ``matvec(V)``."""
+    """A kernel operator whose products K V are split by rows across a mesh (:func:`shard_operator`).
 
-    n: int
-    dtype: Any
-    matvec: Callable
+    Attributes:
+      op: the operator on one device (``diagonal``, ``columns`` and ``at`` are taken from it).
+      mesh: the 1-D mesh.
+      mode: ``"row_sum"`` (the operator's rows and V split; partial sums over rows added with ``psum``),
+        ``"rows"`` (rows of x split, all of x on every device), ``"dense"`` (rows of a matrix split) or
+        ``"path"`` (K(s) from its three sharded nodes).
+      local, rows: the replicated part of the operator and its row-split arrays (padded).
+    """
+
+    op: Any
     mesh: Mesh
+    mode: str
+    local: Any
+    rows: dict
+
+    @property
+    def n(self) -> int:
+        return int(self.op.n)
+
+    @property
+    def dtype(self):
+        return self.op.dtype
 
     @property
     def shape(self) -> tuple[int, int]:
         return (self.n, self.n)
 
+    def matvec(self, V) -> jax.Array:
+        """K V for V of shape (n, k) or (n,); the result is replicated on every device of the mesh."""
+        block, vector = _check_block(V, self.n)
+        if self.mode == "path":  # K(s) V from the sharded products of the three nodes of the path
+            out = self.op._combine([node.matvec(block) for node in self.rows["nodes"]])
+            return out[:, 0] if vector else out
+        out = _sharded_product(self.local, self.rows, _replicated_input(block, self.mesh), mesh=self.mesh,
+                               n=self.n, mode=self.mode)
+        return out[:, 0] if vector else out
+
+    def __matmul__(self, V):
+        return self.matvec(V)
+
+    def diagonal(self) -> jax.Array:
+        return self.op.diagonal()
+
+    def columns(self, index) -> jax.Array:
+        return self.op.columns(index)
+
+    def at(self, s) -> ShardedOperator:
+        """The operator at another homotopy parameter ``s``, sharded the same way."""
+        return shard_operator(self.op.at(s), self.mesh)
+
+
+#: Arrays of an operator indexed by rows (split across devices in ``"row_sum"`` mode), unless the
+#: operator's class names its own in ``row_fields``.
+ROW_FIELDS = ("x", "patterns")
+
 
 def shard_operator(op, mesh: Mesh) -> ShardedOperator:
-    """The operator ``op`` with products split by rows across ``mesh``.
+    """``op`` with its products K V split by rows across ``mesh`` (one ``jax.shard_map`` per product).
 
-    ``op`` needs ``n``, ``dtype`` and ``row_matvec(rows, V)`` (= K[rows, :] V for an int index vector), and
-    must be a pytree (its arrays are copied to every device); :func:`kernel_rows` makes one from a kernel
-    function.
+    Three layouts, chosen from what the operator offers (:mod:`ntkhom.operators`):
+
+    * ``matvec(V, row_sum=...)`` (products that sum over rows, e.g. the structured two-layer NTK
+      Phi (Phi^T V)): the operator's row-indexed arrays (``row_fields``, default x and sign patterns) and V
+      are split by rows, each device sums over its own rows and ``psum`` adds the partial sums; work and
+      memory per device are 1/P of the whole;
+    * ``rows_matvec(x_rows, V)`` (K[rows, :] V from the inputs of the rows, e.g. the infinite-width NTK,
+      :func:`kernel_rows`): each device computes the rows of its share of x, with all of x and V;
+    * ``matrix`` (a dense operator): each device keeps its rows of the matrix;
+    * ``nodes`` (a kernel path K(s) = K0 + s K1 + s^2 K2): each node sharded as above.
+
+    Args:
+      op: a pytree operator with ``n``, ``dtype`` and one of the above; its arrays are copied from this
+        process (every process must hold the same operator).
+      mesh: a 1-D mesh (:func:`device_mesh`).
     """
-    for name in ("n", "dtype", "row_matvec"):
+    for name in ("n", "dtype"):
         if not hasattr(op, name):
-            raise TypeError(f"op must have n, dtype and row_matvec(rows, V); {type(op).__name__} has no {name}")
-    matvec = sharded_matvec(lambda operator, rows, V: operator.row_matvec(rows, V), op, int(op.n), mesh=mesh)
-    return ShardedOperator(int(op.n), op.dtype, matvec, mesh)
+            raise TypeError(f"op must be a kernel operator with n, dtype and a product; {type(op).__name__} "
+                            f"has no {name}")
+    if isinstance(op, ShardedOperator):
+        return shard_operator(op.op, mesh)
+    if hasattr(op, "nodes") and hasattr(op, "_combine"):  # a kernel path: its three nodes, each sharded
+        return ShardedOperator(op, mesh, "path", None, {"nodes": tuple(shard_operator(node, mesh)
+                                                                        for node in op.nodes)})
+    if hasattr(op, "rows_matvec"):
+        mode, fields = "rows", ("x",)
+    elif hasattr(op, "matrix"):
+        mode, fields = "dense", ("matrix",)
+    elif hasattr(op, "matvec") and dataclasses.is_dataclass(op):
+        mode = "row_sum"
+        fields = tuple(f for f in getattr(op, "row_fields", ROW_FIELDS) if getattr(op, f, None) is not None)
+    else:
+        raise TypeError(f"op must offer matvec(V, row_sum=...), rows_matvec(x_rows, V) or a matrix; "
+                        f"{type(op).__name__} has none")
+    rows = {name: shard_rows(host_array(getattr(op, name)), mesh)[0] for name in fields}
+    kept = op if mode == "rows" else dataclasses.replace(op, **{name: None for name in fields})
+    return ShardedOperator(op, mesh, mode, replicate(kept, mesh), rows)
 
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class _KernelRows:
+class KernelRows:
+    """K = kernel_fn(x, x) as an operator whose products are assembled from row tiles (:func:`kernel_rows`)."""
+
     x: jax.Array
     kernel_fn: Callable = dataclasses.field(metadata={"static": True})
     tile: int = dataclasses.field(metadata={"static": True})
 
     @property
     def n(self) -> int:
-        return self.x.shape[0]
+        return int(self.x.shape[0])
 
     @property
     def dtype(self):
         return self.x.dtype
 
-    def row_matvec(self, rows, V):
-        """K[rows, :] V, tile by tile of ``tile`` rows: memory O(tile n), the kernel never formed."""
-        count = rows.shape[0]
+    @property
+    def shape(self) -> tuple[int, int]:
+        return (self.n, self.n)
+
+    def rows_matvec(self, x_rows, V):
+        """K(x_rows, x) V, ``tile`` rows at a time: memory O(tile n), the kernel never formed."""
+        count = x_rows.shape[0]
         tiles = -(-count // self.tile)
-        padded = jnp.concatenate([rows, jnp.repeat(rows[-1:], tiles * self.tile - count)])
-
-        def one(tile_rows):
-            return self.kernel_fn(self.x[tile_rows], self.x) @ V
-
-        out = jax.lax.map(one, padded.reshape(tiles, self.tile))
+        padded = pad_rows(x_rows, tiles * self.tile).reshape(tiles, self.tile, x_rows.shape[1])
+        out = jax.lax.map(lambda tile: self.kernel_fn(tile, self.x) @ V, padded)
         return out.reshape(tiles * self.tile, V.shape[1])[:count]
 
     def matvec(self, V):
         """K V on one device (the reference for the sharded product)."""
-        return self.row_matvec(jnp.arange(self.n), V)
+        block, vector = _check_block(V, self.n)
+        out = _kernel_rows_matvec(self, block)
+        return out[:, 0] if vector else out
+
+    def diagonal(self):
+        return jax.vmap(lambda row: self.kernel_fn(row[None], row[None])[0, 0])(self.x)
+
+    def columns(self, index):
+        return self.kernel_fn(self.x, self.x[jnp.asarray(index)])
 
 
-def kernel_rows(kernel_fn: Callable, x, *, tile: int = 256):
-    """An operator K = kernel_fn(x, x) for :func:`shard_operator`, products from row tiles of the kernel.
+@jax.jit
+def _kernel_rows_matvec(op, V):
+    return op.rows_matvec(op.x, V)
+
+
+def kernel_rows(kernel_fn: Callable, x, *, tile: int = 256) -> KernelRows:
+    """An operator K = kernel_fn(x, x) from any jittable kernel function, for :func:`shard_operator`.
 
     Args:
-      kernel_fn: jittable ``kernel_fn(x1, x2) -> (n1, n2)``; a hashable function (not a fresh lambda per
+      kernel_fn: jittable ``kernel_fn(x1, x2) -> (n1, n2)``; a module-level function (not a fresh lambda per
         call) so the compiled product is reused.
       x: (n, d) points.
       tile: rows per assembled tile (memory O(tile n) per device).
     """
     if int(tile) != tile or tile < 1:
         raise ValueError(f"tile must be a positive integer, got {tile}")
-    return _KernelRows(jnp.asarray(x), kernel_fn, int(tile))
+    return KernelRows(jnp.asarray(x), kernel_fn, int(tile))
 
 
 # -- grids over the run axis ------------------------------------------------------------------------------

@@ -62,7 +62,7 @@ def reference() -> dict:
     """The same quantities on the calling process's single device, the product and lambda_min in NumPy."""
     import jax
 
-    from ntkhom import kernels
+    from ntkhom import kernels, operators
     from ntkhom.solvers import driver
 
     x, V, _ = problem()
@@ -72,12 +72,17 @@ def reference() -> dict:
     dense = gram * (0.25 + np.arcsin(rho) / (2 * np.pi)) + 0.5
     model, params = kernel_model()
     kernel = np.asarray(kernels.empirical_ntk_two_layer(model, params, x))
+    hidden_model, hidden_params = operator_model()
+    hidden = np.asarray(kernels.empirical_ntk_two_layer(hidden_model, hidden_params, x, s=0.3))
     solver, grid_params, grid_state = grid_problem()
     grid = driver.run_batch(solver, grid_params, grid_state, steps=STEPS, record_every=10, progress=False)
     assert len(jax.devices()) == 1
     return {
         "product": dense @ V,
-        "lambda_min_operator": np.linalg.eigvalsh(dense)[0],
+        "product_two_layer": hidden @ V,
+        "product_path": kernel @ V,
+        "product_infinite": np.asarray(operators.infinite_ntk_operator(hidden_model, x, block_rows=8).matvec(V)),
+        "lambda_min_operator": np.linalg.eigvalsh(hidden)[0],
         "kernel": kernel,
         "lambda_min_kernel": np.linalg.eigvalsh(kernel)[0],
         "grid_loss": np.nan_to_num(grid.loss, nan=-1.0),
@@ -90,6 +95,8 @@ def reference() -> dict:
 def check_against_reference(result: dict, expected: dict) -> None:
     """Sharded results equal the single-device ones (float64: products to 1e-12, spectra to 1e-10)."""
     np.testing.assert_allclose(result["product"], expected["product"], rtol=1e-12, atol=1e-12)
+    for name in ("product_two_layer", "product_path", "product_infinite"):
+        np.testing.assert_allclose(result[name], expected[name], rtol=1e-12, atol=1e-12 * np.abs(expected[name]).max())
     np.testing.assert_allclose(result["lambda_min_operator"], expected["lambda_min_operator"], rtol=1e-10)
     np.testing.assert_allclose(result["kernel"], expected["kernel"], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(result["lambda_min_kernel"], expected["lambda_min_kernel"], rtol=1e-10)
@@ -97,6 +104,16 @@ def check_against_reference(result: dict, expected: dict) -> None:
     np.testing.assert_allclose(result["grid_W"], expected["grid_W"], rtol=1e-12, atol=1e-14)
     assert result["grid_stop_reasons"] == expected["grid_stop_reasons"]
     assert result["grid_messages"] == expected["grid_messages"]
+
+
+def operator_model():
+    """A two-layer ReLU network, hidden layer trained: its operator keeps bit-packed sign patterns."""
+    import jax
+
+    from ntkhom import models
+
+    model = models.two_layer(96, 1.0)
+    return model, model.init(jax.random.PRNGKey(5), D)
 
 
 def main(argv):
@@ -109,19 +126,25 @@ def main(argv):
     import scipy.sparse.linalg
 
     jax.config.update("jax_enable_x64", True)
-    from ntkhom import kernels, sharding, spectrum
+    from ntkhom import kernels, operators, sharding, spectrum
 
     mesh = sharding.device_mesh()
     x, V, _ = problem()
 
-    operator = sharding.shard_operator(sharding.kernel_rows(arccos_kernel, x, tile=8), mesh)
-    product = np.asarray(operator.matvec(V))
+    product = np.asarray(sharding.shard_operator(sharding.kernel_rows(arccos_kernel, x, tile=8), mesh).matvec(V))
+    hidden_model, hidden_params = operator_model()
+    operator = sharding.shard_operator(operators.two_layer_ntk_operator(hidden_model, hidden_params, x, s=0.3,
+                                                                        block_width=32), mesh)
+    assert operator.mode == "row_sum" and operator.op.patterns is not None
+    model, params = kernel_model()
+    path = sharding.shard_operator(operators.kernel_path_operator(operators.two_layer_ntk_operator(model, params, x),
+                                                                  s=0.7), mesh)
+    infinite = sharding.shard_operator(operators.infinite_ntk_operator(hidden_model, x, block_rows=8), mesh)
     linear = scipy.sparse.linalg.LinearOperator((N, N), matvec=lambda v: np.asarray(operator.matvec(v.ravel())),
                                                 dtype=np.float64)
     (lambda_min_operator,) = scipy.sparse.linalg.eigsh(linear, k=1, which="SA", v0=np.ones(N), tol=1e-13,
                                                        return_eigenvectors=False)
 
-    model, params = kernel_model()
     rows = sharding.sharded_kernel(functools.partial(kernels.empirical_ntk_two_layer, model, params), x, mesh=mesh)
     kernel = rows.gather()
 
@@ -133,6 +156,9 @@ def main(argv):
         "processes": jax.process_count(),
         "kernel_shards": len(rows.data.sharding.device_set),
         "product": product.tolist(),
+        "product_two_layer": np.asarray(operator.matvec(V)).tolist(),
+        "product_path": np.asarray(path.matvec(V)).tolist(),
+        "product_infinite": np.asarray(infinite.matvec(V)).tolist(),
         "lambda_min_operator": float(lambda_min_operator),
         "kernel": kernel.tolist(),
         "lambda_min_kernel": spectrum.lambda_min(kernel).value,

@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import jax
@@ -58,12 +59,14 @@ def _gaussian(x1, x2):
 
 def test_bad_arguments_are_named():
     mesh = sharding.device_mesh()
-    with pytest.raises(TypeError, match="row_matvec"):
+    with pytest.raises(TypeError, match="kernel operator"):
         sharding.shard_operator(object(), mesh)
     with pytest.raises(ValueError, match="tile"):
         sharding.kernel_rows(_gaussian, np.ones((3, 2)), tile=0)
     with pytest.raises(ValueError, match="leading run count"):
         sharding.shard_runs({"a": np.ones(3), "b": np.ones(4)}, mesh)
+    with pytest.raises(TypeError, match="has none"):
+        sharding.shard_operator(types.SimpleNamespace(n=3, dtype=np.float64), mesh)
     with pytest.raises(ValueError, match="1-D"):
         sharding.shard_rows(np.ones(3), object())
     with pytest.raises(ValueError, match="kernel_fn must return"):
