@@ -244,8 +244,9 @@ def largest(K, k: int = 1, *, key=None, tol: float = DEFAULT_TOLERANCE, steps: i
         values = np.asarray(theta[:k])
         residual, _ = _ritz_residuals(counter, X / jnp.linalg.norm(X, axis=0), jnp.asarray(values, X.dtype))
         floor = numerical_floor(theta[0], n, floor_dtype or operator.dtype)
-        eigen = _certify(values, residual, theta, estimates, floor, _rounding(theta[0], n, operator.dtype))
-        done = all(e.bound <= max(tol * abs(e.value), floor) for e in eigen)
+        rounding = _rounding(theta[0], n, operator.dtype)
+        eigen = _certify(values, residual, theta, estimates, floor, rounding)
+        done = all(e.bound <= max(tol * abs(e.value), floor) + rounding for e in eigen)
         if done or steps >= min(max_steps, n):
             break
         steps = min(2 * steps, max_steps, n)
@@ -390,11 +391,11 @@ def _lobpcg(operator, X0, k, apply_preconditioner, *, tol, floor, rounding, max_
         R = KX - X * jnp.asarray(theta, X.dtype)[None, :]
         r = np.asarray(jnp.linalg.norm(R, axis=0), np.float64)
         eigen = _certify(theta[:k], r[:k], theta, r, floor, rounding)
-        if all(e.bound <= max(tol * abs(e.value), floor) for e in eigen):
+        if all(e.bound <= max(tol * abs(e.value), floor) + rounding for e in eigen):
             # Check with a fresh product: the tracked K X may have drifted from the true one.
             X, theta, fresh, KX = _fresh_ritz(matvec, X)
             eigen = _certify(theta[:k], fresh[:k], theta, fresh, floor, rounding)
-            if all(e.bound <= max(tol * abs(e.value), floor) for e in eigen):
+            if all(e.bound <= max(tol * abs(e.value), floor) + rounding for e in eigen):
                 converged = True
                 break
         if counter.columns >= max_products:
