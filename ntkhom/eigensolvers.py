@@ -1,0 +1,541 @@
+"""Extreme eigenvalues of kernel operators, each with a residual certificate and the numerical floor.
+
+Everything works from products K V (:mod:`ntkhom.operators`, or a matrix), in the operator's dtype (use
+float64), and returns float64 numbers.
+
+* :func:`lambda_max`, :func:`largest` — Lanczos with full reorthogonalisation (matfree's ``tridiag_sym``),
+  the Krylov depth doubled until the certificate meets the tolerance.
+* :func:`lambda_min`, :func:`smallest` — LOBPCG (Knyazev, SIAM J. Sci. Comput. 23, 2001) preconditioned by
+  (F F^T + mu I)^{-1}, F F^T a low-rank approximation of K from randomly pivoted Cholesky (Chen, Epperly,
+  Tropp, Webber, CPAM 2024; block form) when the operator gives columns cheaply, or a Nystrom sketch
+  (Frangella, Tropp, Udell, SIMAX 2023) otherwise. :func:`lambda_min_path` warm-starts each s from the last.
+* :func:`spectral_density` — stochastic Lanczos quadrature (Lin, Saad, Yang, SIAM Review 58, 2016).
+
+Certificates. For a unit vector v and theta = v^T K v, some eigenvalue lies within the residual
+r = ||K v - theta v|| of theta (K symmetric); with a gap delta between theta and the rest of the spectrum it
+is within r^2 / delta (Kato-Temple). Each value carries ``residual`` (rigorous given the computed product)
+and ``bound`` = min(r, r^2 / delta) with delta estimated from the neighbouring Ritz values minus their own
+residuals. Residuals are always recomputed from a fresh product at the end, never taken from the recurrence.
+The floor is :func:`ntkhom.spectrum.numerical_floor` (n eps lambda_max); a value whose interval reaches the
+floor is unresolved and printed as such.
+
+Why not only library code. matfree (Kramer et al.) provides the Lanczos tridiagonalisation used here, but
+neither matfree nor ``jax.experimental.sparse.linalg.lobpcg_standard`` (largest eigenvalues only, no
+preconditioner) computes the smallest eigenvalues with a preconditioner, and matfree's partial Cholesky reads
+single entries, whereas NTK operators give whole columns at a fraction of the cost per entry; so LOBPCG and the
+block pivoted Cholesky are written here. The outer loops run on the host (a few dozen iterations, each
+dominated by one jitted product), which also keeps product counts and time limits simple.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from matfree import decomp
+
+from ntkhom.operators import as_operator
+from ntkhom.spectrum import numerical_floor
+
+__all__ = [
+    "CertifiedEigenvalue",
+    "EigenResult",
+    "LowRank",
+    "SpectralDensity",
+    "lambda_max",
+    "lambda_min",
+    "largest",
+    "smallest",
+    "lambda_min_path",
+    "spectral_density",
+    "rpcholesky",
+    "nystrom",
+    "DEFAULT_TOLERANCE",
+]
+
+#: Relative certified error at which iterations stop (the bound, not the residual).
+DEFAULT_TOLERANCE = 1e-10
+#: Extra LOBPCG vectors beyond those asked for: they speed convergence and give the gap of the last one.
+GUARD_VECTORS = 3
+#: Relative size below which a direction of the LOBPCG search space is dropped as dependent.
+_DROP = 1e-12
+
+
+class CertifiedEigenvalue(NamedTuple):
+    """An eigenvalue estimate with its certificate (conventions of :class:`ntkhom.spectrum.Eigenvalue`).
+
+    Attributes:
+      value: the Ritz value theta (float64).
+      floor: numerical floor of the kernel (n eps lambda_max).
+      residual: ||K v - theta v|| for the unit Ritz vector: some eigenvalue lies in theta +- residual.
+      bound: min(residual, residual^2 / gap), the error bound with the estimated gap.
+    """
+
+    value: float
+    floor: float
+    residual: float
+    bound: float
+
+    @property
+    def resolved(self) -> bool:
+        """Whether the whole certified interval lies above the floor."""
+        return self.value - self.bound > self.floor
+
+    @property
+    def relative_bound(self) -> float:
+        return self.bound / abs(self.value) if self.value != 0 else math.inf
+
+    def __str__(self) -> str:
+        if self.resolved:
+            return f"{self.value:.10g} +- {self.bound:.1e} (floor {self.floor:.1e})"
+        return f"< {max(self.floor, self.value + self.bound):.1e} (unresolved: at or below the numerical floor)"
+
+
+class EigenResult(NamedTuple):
+    """Eigenvalues (ascending), their unit eigenvectors (n, k) and the cost of finding them.
+
+    ``products`` counts columns multiplied by K (a block of k columns counts k), ``converged`` says whether
+    every bound met the tolerance (or the floor) within the budget.
+    """
+
+    eigenvalues: tuple[CertifiedEigenvalue, ...]
+    vectors: jax.Array
+    products: int
+    iterations: int
+    converged: bool
+    seconds: float
+
+    @property
+    def values(self) -> np.ndarray:
+        return np.array([e.value for e in self.eigenvalues])
+
+    @property
+    def bounds(self) -> np.ndarray:
+        return np.array([e.bound for e in self.eigenvalues])
+
+
+class LowRank(NamedTuple):
+    """K ~ F F^T held as U diag(sigma^2) U^T (U (n, r) orthonormal), plus the trace of what it misses."""
+
+    U: jax.Array
+    sigma2: jax.Array
+    residual_trace: float
+    products: int
+
+
+# -- products --------------------------------------------------------------------------------------------------
+class _Counter:
+    def __init__(self, operator):
+        self.operator = operator
+        self.columns = 0
+
+    def __call__(self, V):
+        self.columns += V.shape[1]
+        return self.operator.matvec(V)
+
+
+def _as_operator(K):
+    # float32 operators are accepted: only their floor is higher.
+    return as_operator(K)
+
+
+def _certify(theta, residual, ritz, ritz_residual, floor, rounding) -> list[CertifiedEigenvalue]:
+    """Bounds min(r, r^2 / gap) + rounding for the first len(theta) of the Ritz values ``ritz``; the gap of
+    value i is its distance to every other Ritz value less that value's own residual."""
+    out = []
+    ritz, ritz_residual = np.asarray(ritz, np.float64), np.asarray(ritz_residual, np.float64)
+    for i, (t, r) in enumerate(zip(theta, residual)):
+        distance = np.delete(np.abs(ritz - t) - ritz_residual, i)
+        gap = float(np.min(distance)) if distance.size else 0.0
+        bound = (min(r, r * r / gap) if gap > 0 else r) + rounding
+        out.append(CertifiedEigenvalue(float(t), float(floor), float(r), float(bound)))
+    return out
+
+
+def _fresh_ritz(matvec, X):
+    """Rayleigh-Ritz of K on span(X) from a fresh product: (Ritz vectors, values, residual norms, K X)."""
+    X, _ = _orthonormalize(X, X)
+    KX = matvec(X)
+    H = np.asarray(X.T @ KX, np.float64)
+    theta, Y = np.linalg.eigh(0.5 * (H + H.T))
+    Y = jnp.asarray(Y, X.dtype)
+    X, KX = X @ Y, KX @ Y
+    R = KX - X * jnp.asarray(theta, X.dtype)[None, :]
+    return X, theta, np.asarray(jnp.linalg.norm(R, axis=0), np.float64), KX
+
+
+def _rounding(lambda_max_value, n: int, dtype) -> float:
+    """sqrt(n) eps lambda_max: the size of the rounding error of a computed product K v (sums of n terms
+    whose errors add like a random walk); below it a residual says nothing. The worst case, n eps lambda_max,
+    is the floor."""
+    return math.sqrt(n) * float(jnp.finfo(dtype).eps) * abs(float(lambda_max_value))
+
+
+def _ritz_residuals(matvec, X, theta):
+    KX = matvec(X)
+    R = KX - X * theta[None, :]
+    return np.asarray(jnp.linalg.norm(R, axis=0), np.float64), KX
+
+
+# -- Lanczos --------------------------------------------------------------------------------------------------
+def _lanczos_jit(steps: int):
+    tridiag = decomp.tridiag_sym(steps, reortho="full", custom_vjp=False, materialize=True)
+
+    @jax.jit
+    def run(operator, v0):
+        def matvec(v):
+            return operator._matvec(v[:, None], _identity)[:, 0]
+
+        Q, T, residual, _ = tridiag(matvec, v0)
+        return Q, T, jnp.linalg.norm(residual)
+
+    return run
+
+
+def _identity(t):
+    return t
+
+
+_LANCZOS = {}
+
+
+def lanczos(operator, v0, steps: int):
+    """Lanczos tridiagonalisation with full reorthogonalisation (matfree): (Q (steps, n), T, beta)."""
+    if steps not in _LANCZOS:
+        _LANCZOS[steps] = _lanczos_jit(steps)
+    return _LANCZOS[steps](operator, v0)
+
+
+def largest(K, k: int = 1, *, key=None, tol: float = DEFAULT_TOLERANCE, steps: int = 32,
+            max_steps: int = 1024, floor_dtype=None) -> EigenResult:
+    """The k largest eigenvalues by Lanczos, the depth doubled until every bound <= tol * |value|.
+
+    Args:
+      K: a kernel operator or a symmetric matrix (n, n).
+      k: how many.
+      key: PRNG key of the start vector (default PRNGKey(0)).
+      tol: relative certified error to reach.
+      steps: first Krylov depth; max_steps: the most.
+      floor_dtype: dtype whose eps sets the floor (default: the operator's).
+    """
+    start = time.perf_counter()
+    operator = _as_operator(K)
+    n = operator.n
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be between 1 and n = {n}, got {k}")
+    key = jax.random.PRNGKey(0) if key is None else key
+    v0 = jax.random.normal(key, (n,), operator.dtype)
+    counter = _Counter(operator)
+    steps = min(max(steps, 2 * k + 8), n)
+    products = 0
+    while True:
+        Q, T, beta = lanczos(operator, v0, steps)
+        products += steps
+        theta, Y = np.linalg.eigh(np.asarray(T, np.float64))
+        order = np.argsort(theta)[::-1]
+        theta, Y = theta[order], Y[:, order]
+        X = Q.T @ jnp.asarray(Y[:, :k], Q.dtype)
+        # Recurrence estimates of every Ritz residual, for the gaps; fresh products for the k returned.
+        estimates = np.abs(float(beta) * Y[-1, :])
+        values = np.asarray(theta[:k])
+        residual, _ = _ritz_residuals(counter, X / jnp.linalg.norm(X, axis=0), jnp.asarray(values, X.dtype))
+        floor = numerical_floor(theta[0], n, floor_dtype or operator.dtype)
+        rounding = _rounding(theta[0], n, operator.dtype)
+        eigen = _certify(values, residual, theta, estimates, floor, rounding)
+        done = all(e.bound <= max(tol * abs(e.value), floor) + rounding for e in eigen)
+        if done or steps >= min(max_steps, n):
+            break
+        steps = min(2 * steps, max_steps, n)
+    order = np.argsort(values)
+    return EigenResult(tuple(eigen[i] for i in order), X[:, order], products + counter.columns, 0, done,
+                       time.perf_counter() - start)
+
+
+def lambda_max(K, **options) -> CertifiedEigenvalue:
+    """Largest eigenvalue with its certificate (:func:`largest` with k = 1)."""
+    return largest(K, 1, **options).eigenvalues[0]
+
+
+# -- low-rank approximations -----------------------------------------------------------------------------------
+def _from_factor(F, residual_trace, products) -> LowRank:
+    U, sigma, _ = jnp.linalg.svd(F, full_matrices=False)
+    return LowRank(U, sigma**2, float(residual_trace), products)
+
+
+def rpcholesky(K, rank: int, *, key, block: int = 64, tol: float = 1e-12) -> LowRank:
+    """Block randomly pivoted Cholesky: K ~ F F^T from ``rank`` columns of K, pivots drawn with probability
+    proportional to the diagonal of the residual (Chen, Epperly, Tropp, Webber 2024). Needs the operator's
+    ``diagonal()`` and ``columns(index)``; stops early once the residual trace is below tol * trace(K).
+    """
+    operator = _as_operator(K)
+    n = operator.n
+    rank = int(min(rank, n))
+    residual = np.asarray(operator.diagonal(), np.float64).copy()
+    initial = float(np.sum(residual))
+    F = np.zeros((n, 0))
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
+    chosen = np.zeros(n, bool)
+    while F.shape[1] < rank:
+        weights = np.clip(residual, 0, None)
+        weights[chosen] = 0
+        total = float(np.sum(weights))
+        if total <= tol * initial:
+            break
+        size = min(block, rank - F.shape[1], int(np.count_nonzero(weights)))
+        pivots = rng.choice(n, size=size, replace=False, p=weights / total)
+        chosen[pivots] = True
+        G = np.asarray(operator.columns(jnp.asarray(pivots)), np.float64) - F @ F[pivots].T
+        core = 0.5 * (G[pivots] + G[pivots].T)
+        # An eigen-factor of the core (not a plain Cholesky): drops directions that rounding made dependent.
+        lam, vec = np.linalg.eigh(core)
+        keep = lam > _DROP * max(float(lam[-1]), 0.0) if lam[-1] > 0 else np.zeros_like(lam, bool)
+        if not np.any(keep):
+            break
+        new = G @ (vec[:, keep] / np.sqrt(lam[keep]))
+        F = np.concatenate([F, new], axis=1)
+        residual = residual - np.sum(new**2, axis=1)
+    return _from_factor(jnp.asarray(F), max(float(np.sum(np.clip(residual, 0, None))), 0.0), 0)
+
+
+def nystrom(K, rank: int, *, key) -> LowRank:
+    """Randomized Nystrom approximation from ``rank`` products with a Gaussian sketch (Frangella, Tropp,
+    Udell 2023), with the stabilising shift of Li et al.; for operators without cheap columns."""
+    operator = _as_operator(K)
+    n = operator.n
+    rank = int(min(rank, n))
+    omega, _ = jnp.linalg.qr(jax.random.normal(key, (n, rank), operator.dtype))
+    Y = operator.matvec(omega)
+    shift = float(jnp.finfo(Y.dtype).eps) * float(jnp.linalg.norm(Y)) * math.sqrt(n)
+    Y = Y + shift * omega
+    core = omega.T @ Y
+    C = jnp.linalg.cholesky(0.5 * (core + core.T))
+    B = jax.scipy.linalg.solve_triangular(C, Y.T, lower=True).T
+    U, sigma, _ = jnp.linalg.svd(B, full_matrices=False)
+    sigma2 = jnp.maximum(sigma**2 - shift, 0.0)
+    # The trace of what the sketch misses is unknown without the diagonal; the smallest kept value stands in.
+    return LowRank(U, sigma2, float(sigma2[-1]) * (n - rank), rank)
+
+
+def _preconditioner(low_rank: LowRank | None, n: int):
+    """v -> (F F^T + mu I)^{-1} v, mu the mean residual eigenvalue (scale irrelevant to LOBPCG)."""
+    if low_rank is None:
+        return lambda R: R
+    U, sigma2 = low_rank.U, low_rank.sigma2
+    mu = max(low_rank.residual_trace / max(n - U.shape[1], 1), float(jnp.max(sigma2)) * 1e-14, 1e-300)
+    scale = mu / (sigma2 + mu)
+
+    @jax.jit
+    def apply(R):
+        coefficients = U.T @ R
+        return R - U @ (coefficients * (1.0 - scale)[:, None])
+
+    return apply
+
+
+def _default_low_rank(operator, rank, key):
+    if rank == 0:
+        return None
+    try:
+        operator.diagonal()
+        return rpcholesky(operator, rank, key=key)
+    except NotImplementedError:
+        return nystrom(operator, rank, key=key)
+
+
+# -- LOBPCG ----------------------------------------------------------------------------------------------------
+def _orthonormalize(S, KS, drop=_DROP):
+    """Orthonormal basis of span(S) (SVQB, dependent directions dropped), with K times it."""
+    norms = jnp.linalg.norm(S, axis=0)
+    keep = norms > 0
+    S, KS, norms = S[:, keep], KS[:, keep], norms[keep]
+    S, KS = S / norms, KS / norms
+    for _ in range(2):
+        gram = np.asarray(S.T @ S, np.float64)
+        lam, vec = np.linalg.eigh(0.5 * (gram + gram.T))
+        keep = lam > drop * lam[-1]
+        C = jnp.asarray(vec[:, keep] / np.sqrt(lam[keep]), S.dtype)
+        S, KS = S @ C, KS @ C
+    return S, KS
+
+
+def _project_out(X, KX, S, KS):
+    for _ in range(2):
+        coefficients = X.T @ S
+        S, KS = S - X @ coefficients, KS - KX @ coefficients
+    return S, KS
+
+
+def _lobpcg(operator, X0, k, apply_preconditioner, *, tol, floor, rounding, max_iterations, max_products,
+            sign=1.0):
+    """k extreme eigenpairs of sign * K (smallest of sign K) by LOBPCG from the block X0 (n, p >= k)."""
+    counter = _Counter(operator)
+
+    def matvec(V):
+        return sign * counter(V)
+
+    X, KX = _orthonormalize(X0, X0)
+    KX = matvec(X)
+    P = KP = None
+    converged = False
+    iteration = 0
+    while iteration < max_iterations:
+        iteration += 1
+        H = np.asarray(X.T @ KX, np.float64)
+        theta, Y = np.linalg.eigh(0.5 * (H + H.T))
+        Yj = jnp.asarray(Y, X.dtype)
+        X, KX = X @ Yj, KX @ Yj
+        R = KX - X * jnp.asarray(theta, X.dtype)[None, :]
+        r = np.asarray(jnp.linalg.norm(R, axis=0), np.float64)
+        eigen = _certify(theta[:k], r[:k], theta, r, floor, rounding)
+        if all(e.bound <= max(tol * abs(e.value), floor) + rounding for e in eigen):
+            # Check with a fresh product: the tracked K X may have drifted from the true one.
+            X, theta, fresh, KX = _fresh_ritz(matvec, X)
+            eigen = _certify(theta[:k], fresh[:k], theta, fresh, floor, rounding)
+            if all(e.bound <= max(tol * abs(e.value), floor) + rounding for e in eigen):
+                converged = True
+                break
+        if counter.columns >= max_products:
+            break
+        W = apply_preconditioner(R)
+        W, _ = _project_out(X, KX, W, W)
+        W = W / jnp.maximum(jnp.linalg.norm(W, axis=0), 1e-300)
+        KW = matvec(W)
+        if P is None:
+            Z, KZ = W, KW
+        else:
+            Z, KZ = jnp.concatenate([W, P], axis=1), jnp.concatenate([KW, KP], axis=1)
+        Z, KZ = _project_out(X, KX, Z, KZ)
+        Z, KZ = _orthonormalize(Z, KZ)
+        Z, KZ = _project_out(X, KX, Z, KZ)
+        S, KS = jnp.concatenate([X, Z], axis=1), jnp.concatenate([KX, KZ], axis=1)
+        H = np.asarray(S.T @ KS, np.float64)
+        values, vectors = np.linalg.eigh(0.5 * (H + H.T))
+        C = jnp.asarray(vectors[:, : X.shape[1]], X.dtype)
+        X_new, KX_new = S @ C, KS @ C
+        overlap = X.T @ X_new
+        P, KP = X_new - X @ overlap, KX_new - KX @ overlap
+        scale = jnp.maximum(jnp.linalg.norm(P, axis=0), 1e-300)
+        P, KP = P / scale, KP / scale
+        X, KX = X_new, KX_new
+    if not converged:
+        # Out of budget: certify the current block with a fresh product.
+        X, theta, fresh, KX = _fresh_ritz(matvec, X)
+        eigen = _certify(theta[:k], fresh[:k], theta, fresh, floor, rounding)
+    return X, theta, eigen, counter.columns, iteration, converged
+
+
+def smallest(K, k: int = 1, *, key=None, tol: float = DEFAULT_TOLERANCE, rank: int | None = None,
+             low_rank: LowRank | None = None, start=None, lambda_max_value: float | None = None,
+             max_iterations: int = 500, max_products: int | None = None, guard: int = GUARD_VECTORS,
+             floor_dtype=None) -> EigenResult:
+    """The k smallest eigenvalues by preconditioned LOBPCG, each with a certificate.
+
+    Args:
+      K: a kernel operator or a symmetric matrix.
+      k: how many.
+      key: PRNG key (start block and pivots; default PRNGKey(0)).
+      tol: relative certified error to reach (values at the floor stop there, flagged unresolved).
+      rank: rank of the preconditioner's low-rank part (default min(n // 4, 64 + 8 sqrt(n)); 0: none).
+      low_rank: a precomputed :class:`LowRank` (from :func:`rpcholesky` or :func:`nystrom`) to reuse.
+      start: (n, p) block to start from (a warm start, e.g. the vectors of a neighbouring s).
+      lambda_max_value: lambda_max if known (sets the floor); otherwise computed by :func:`lambda_max`.
+      max_iterations, max_products: budget (products in columns).
+      guard: extra vectors carried along (faster convergence, and the gap of the k-th value).
+      floor_dtype: dtype whose eps sets the floor (default: the operator's).
+    """
+    start_time = time.perf_counter()
+    operator = _as_operator(K)
+    n = operator.n
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be between 1 and n = {n}, got {k}")
+    key = jax.random.PRNGKey(0) if key is None else key
+    key_start, key_rank, key_max = jax.random.split(key, 3)
+    products = 0
+    if lambda_max_value is None:
+        top = largest(operator, 1, key=key_max, tol=1e-6)
+        lambda_max_value, products = top.eigenvalues[0].value, top.products
+    floor = numerical_floor(lambda_max_value, n, floor_dtype or operator.dtype)
+    if low_rank is None:
+        rank = int(min(n // 4, 64 + 8 * math.sqrt(n))) if rank is None else int(rank)
+        low_rank = _default_low_rank(operator, rank, key_rank)
+    products += 0 if low_rank is None else low_rank.products
+    p = min(k + guard, n)
+    if 3 * p > n:
+        p = k
+    X0 = jax.random.normal(key_start, (n, p), operator.dtype)
+    if start is not None:
+        start = jnp.asarray(start, operator.dtype).reshape(n, -1)[:, :p]
+        X0 = X0.at[:, : start.shape[1]].set(start)
+    apply = _preconditioner(low_rank, n)
+    if start is None and low_rank is not None:
+        X0 = apply(X0)
+    budget = max_products if max_products is not None else 10**12
+    X, theta, eigen, columns, iterations, converged = _lobpcg(
+        operator, X0, k, apply, tol=tol, floor=floor, rounding=_rounding(lambda_max_value, n, operator.dtype),
+        max_iterations=max_iterations, max_products=budget)
+    return EigenResult(tuple(eigen), X[:, :k], products + columns, iterations, converged,
+                       time.perf_counter() - start_time)
+
+
+def lambda_min(K, **options) -> CertifiedEigenvalue:
+    """Smallest eigenvalue with its certificate (:func:`smallest` with k = 1)."""
+    return smallest(K, 1, **options).eigenvalues[0]
+
+
+def lambda_min_path(operator, s_values, *, k: int = 1, key=None, tol: float = DEFAULT_TOLERANCE,
+                    rank: int | None = None, **options) -> list[EigenResult]:
+    """lambda_min (k smallest) of ``operator.at(s)`` for each s, each solve started from the vectors of the
+    previous s (and the preconditioner rebuilt at each s, cheap next to the products)."""
+    if not hasattr(operator, "at"):
+        raise TypeError("lambda_min_path needs an operator with at(s) (two-layer or infinite-width operators)")
+    key = jax.random.PRNGKey(0) if key is None else key
+    results, start = [], None
+    for i, s in enumerate(np.asarray(s_values, np.float64).ravel()):
+        result = smallest(operator.at(float(s)), k, key=jax.random.fold_in(key, i), tol=tol, rank=rank,
+                          start=start, **options)
+        results.append(result)
+        start = result.vectors
+    return results
+
+
+# -- spectral density --------------------------------------------------------------------------------------------
+class SpectralDensity(NamedTuple):
+    """Stochastic Lanczos quadrature: for each probe, Gauss nodes (Ritz values) and weights.
+
+    The density is mu(x) = mean over probes of sum_j weights_j delta(x - nodes_j); :meth:`smooth` gives it
+    convolved with a Gaussian of width ``width``.
+    """
+
+    nodes: np.ndarray
+    weights: np.ndarray
+    products: int
+
+    def smooth(self, grid, width: float) -> np.ndarray:
+        grid = np.asarray(grid, np.float64)[:, None, None]
+        kernel = np.exp(-0.5 * ((grid - self.nodes[None]) / width) ** 2) / (width * math.sqrt(2 * math.pi))
+        return np.mean(np.sum(kernel * self.weights[None], axis=2), axis=1)
+
+    def integrate(self, fn) -> float:
+        """Estimate of (1/n) trace f(K) = integral f d mu."""
+        return float(np.mean(np.sum(self.weights * fn(self.nodes), axis=1)))
+
+
+def spectral_density(K, *, key=None, probes: int = 16, steps: int = 64) -> SpectralDensity:
+    """Spectral density of K (normalised to total mass 1) by stochastic Lanczos quadrature with Rademacher
+    probes; ``steps`` products per probe."""
+    operator = _as_operator(K)
+    n = operator.n
+    steps = int(min(steps, n))
+    key = jax.random.PRNGKey(0) if key is None else key
+    nodes, weights = [], []
+    for probe_key in jax.random.split(key, probes):
+        v = jax.random.rademacher(probe_key, (n,), operator.dtype)
+        _, T, _ = lanczos(operator, v, steps)
+        theta, Y = np.linalg.eigh(np.asarray(T, np.float64))
+        nodes.append(theta)
+        weights.append(Y[0, :] ** 2)
+    return SpectralDensity(np.array(nodes), np.array(weights), probes * steps)
