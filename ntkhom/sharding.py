@@ -210,6 +210,8 @@ def _sharded_product(local, rows, V, *, mesh, n, mode):
     return jax.lax.with_sharding_constraint(out, NamedSharding(mesh, P()))
 
 
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["op", "local", "rows"],
+                   meta_fields=["mesh", "mode"])
 @dataclasses.dataclass(frozen=True)
 class ShardedOperator:
     """A kernel operator whose products K V are split by rows across a mesh (:func:`shard_operator`).
@@ -250,6 +252,13 @@ class ShardedOperator:
         out = _sharded_product(self.local, self.rows, _replicated_input(block, self.mesh), mesh=self.mesh,
                                n=self.n, mode=self.mode)
         return out[:, 0] if vector else out
+
+    def _matvec(self, V, row_sum=None):
+        # Inside a caller's jit (the eigensolvers' Lanczos): V is traced and the whole product is done here,
+        # so the caller's row reduction does not apply.
+        if self.mode == "path":
+            return self.op._combine([node._matvec(V) for node in self.rows["nodes"]])
+        return _sharded_product(self.local, self.rows, V, mesh=self.mesh, n=self.n, mode=self.mode)
 
     def __matmul__(self, V):
         return self.matvec(V)
