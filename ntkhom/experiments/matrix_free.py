@@ -1,0 +1,127 @@
+"""lambda_min along the homotopy path without forming a kernel: kernel operators (:mod:`ntkhom.operators`),
+their products sharded over every device (:func:`ntkhom.sharding.shard_operator`), and certified LOBPCG
+(:mod:`ntkhom.eigensolvers`) warm-started from the previous s.
+
+The same sweep as the dense one (infinite width, then every finite width and seed, parameters from the
+same keys), for sizes whose kernels do not fit in memory. Each point carries the certified interval
+[value - bound, value] (``lower_bound``) and the floor n eps lambda_max; full spectra (densities) are not
+computed on this path.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+
+__all__ = ["matrix_free_spectra", "matrix_free_bytes", "unsupported", "DEFAULT_TOLERANCE"]
+
+#: Relative certified error asked of every lambda_min (and of lambda_max, which sets the floor).
+DEFAULT_TOLERANCE = 1e-8
+
+
+def preconditioner_rank(n: int) -> int:
+    """Rank of the eigensolvers' default low-rank preconditioner, min(n / 4, 64 + 8 sqrt(n))."""
+    return int(min(n // 4, 64 + 8 * math.sqrt(n)))
+
+
+def matrix_free_bytes(n: int, d: int, widest: int = 0, *, itemsize: int = 8) -> int:
+    """Peak memory of the matrix-free path: the preconditioner's factor and its SVD (four (n, r) arrays), the
+    inputs and LOBPCG's blocks (O(n d)), sign patterns (n m / 8 bytes) and the operators' block buffers."""
+    from ntkhom.operators import OPERATOR_BLOCK_BYTES
+
+    rank = preconditioner_rank(n)
+    return int(itemsize * n * (4 * rank + 4 * d + 64) + n * widest // 8 + 4 * OPERATOR_BLOCK_BYTES)
+
+
+def unsupported(model, *, infinite: bool) -> str:
+    """Why the matrix-free path cannot run this network ("" when it can)."""
+    if infinite and model.phi.slopes is None:
+        return (f"the infinite-width operator has closed forms for the ReLU family only (got activation "
+                f"{model.phi.name!r}); use --no-infinite")
+    if model.out_dim != 1:
+        return f"one output is supported (got {model.out_dim})"
+    return ""
+
+
+def _operator_at(net, params, x):
+    """s -> the kernel operator of ``net`` at s (params None: infinite width)."""
+    from ntkhom import operators
+
+    if params is None:
+        base = operators.infinite_ntk_operator(net, x)
+        return base.at
+    if net.depth == 1:
+        base = operators.two_layer_ntk_operator(net, params, x)
+        return base.at
+    return lambda s: operators.model_jacobian_ntk_operator(net, params, x, s=s)
+
+
+def _path(operator_at: Callable, grid: np.ndarray, mesh, tol: float, report: Callable) -> list:
+    import jax
+
+    from ntkhom import eigensolvers, sharding
+    from ntkhom.paths import PathPoint
+
+    points, start = [], None
+    for i, s in enumerate(grid):
+        operator = operator_at(float(s))
+        if mesh is not None and mesh.devices.size > 1:
+            operator = sharding.shard_operator(operator, mesh)
+        key = jax.random.fold_in(jax.random.PRNGKey(0), i)
+        top = eigensolvers.lambda_max(operator, key=key, tol=tol)
+        result = eigensolvers.smallest(operator, 1, key=key, tol=tol, start=start, lambda_max_value=top.value)
+        low = result.eigenvalues[0]
+        start = result.vectors
+        point = PathPoint(float(s), float(low.value), float(top.value), float(low.floor), float(low.residual),
+                          "lobpcg", int(result.iterations), float(low.value - low.bound))
+        points.append(point)
+        report(point)
+    return points
+
+
+def matrix_free_spectra(
+    model,
+    x,
+    s_grid,
+    widths: Sequence[int],
+    seeds: int,
+    key,
+    *,
+    infinite: bool = True,
+    mesh=None,
+    tol: float = DEFAULT_TOLERANCE,
+    on_point: Callable | None = None,
+) -> Iterator:
+    """lambda_min(s) at infinite width and each finite width and seed, from kernel products only.
+
+    Arguments as :func:`ntkhom.paths.homotopy_spectra` (the networks and their parameters are the same);
+    ``mesh``: shard every product over this mesh (:func:`ntkhom.sharding.device_mesh`; None: one device).
+
+    Yields:
+      one :class:`ntkhom.paths.PathResult` per finished (width, seed), infinite width first, without spectra.
+    """
+    import jax.numpy as jnp
+
+    from ntkhom.paths import INFINITE, LambdaMinPath, PathResult, _seed_key, _with_width, check_s_grid, check_widths
+
+    grid = check_s_grid(s_grid)
+    widths = check_widths(widths)
+    problem = unsupported(model, infinite=infinite)
+    if problem:
+        raise ValueError(f"matrix-free spectra: {problem}")
+    x = jnp.asarray(x)
+    jobs = ([(INFINITE, None)] if infinite else []) + [(w, seed) for w in widths for seed in range(int(seeds))]
+    for width, seed in jobs:
+        def report(point, width=width, seed=seed):
+            if on_point is not None:
+                on_point(width, seed, point)
+
+        if width == INFINITE:
+            operator_at = _operator_at(model, None, x)
+        else:
+            net = _with_width(model, width)
+            operator_at = _operator_at(net, net.init(_seed_key(key, width, seed), x.shape[1]), x)
+        points = _path(operator_at, grid, mesh, tol, report)
+        yield PathResult(width, seed, LambdaMinPath(tuple(points)), model.depth, {})
