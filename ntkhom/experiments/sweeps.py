@@ -13,7 +13,7 @@ solver :func:`ntkhom.eigenpath.lambda_min_path`:
 :class:`PathResult` per finished (width, seed), so an interrupted sweep keeps what finished;
 :func:`summarize_widths` gives the mean and spread over seeds.
 
-Reference: HRTA (Chen, Hao, Yang: homotopy activation and relaxation s > 1); Du, Zhai, Poczos, Singh
+Reference: HRTA (Yang, Chen, Hao: homotopy activation and relaxation s > 1); Du, Zhai, Poczos, Singh
 (ICLR 2019) for lambda_min(H) as the convergence rate of gradient descent.
 """
 
