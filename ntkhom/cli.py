@@ -12,6 +12,9 @@ import importlib.util
 import sys
 from pathlib import Path
 
+from ntkhom import distributed
+from ntkhom.memory import MemoryLimitError
+
 COMMANDS = {
     "report": "ntkhom.experiments.kernel_report",
     "spectrum": "ntkhom.experiments.spectrum",
@@ -33,6 +36,7 @@ def _add(subparsers, name: str, module_name: str) -> None:
                                    formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("runs") / name, help="run folder to write")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    distributed.add_arguments(parser)
     module.add_arguments(parser)
     parser.set_defaults(_run=module.run)
 
@@ -53,9 +57,13 @@ def main(argv: list[str] | None = None) -> int:
     from ntkhom.data import enable_float64
 
     args = build_parser().parse_args(argv)
-    enable_float64()
     try:
+        distributed.initialize_from_args(args)
+        enable_float64()
         folder = args._run(args)
+    except MemoryLimitError as exc:  # refused before any long work: one line, as argparse does
+        print(f"ntkhom {args.command}: error: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print(f"\ninterrupted: finished results are in {args.out}", file=sys.stderr)
         return 130

@@ -27,12 +27,15 @@ def preconditioner_rank(n: int) -> int:
 
 
 def matrix_free_bytes(n: int, d: int, widest: int = 0, *, itemsize: int = 8) -> int:
-    """Peak memory of the matrix-free path: the preconditioner's factor and its SVD (four (n, r) arrays), the
-    inputs and LOBPCG's blocks (O(n d)), sign patterns (n m / 8 bytes) and the operators' block buffers."""
+    """Estimated peak memory of the matrix-free path: the preconditioner's factor and its SVD (four (n, r)
+    arrays), the inputs and LOBPCG's blocks (O(n d)), sign patterns (n m / 8 bytes) and the operators'
+    block buffers (:data:`ntkhom.operators.OPERATOR_BLOCK_BYTES`)."""
     from ntkhom.operators import OPERATOR_BLOCK_BYTES
 
     rank = preconditioner_rank(n)
-    return int(itemsize * n * (4 * rank + 4 * d + 64) + n * widest // 8 + 4 * OPERATOR_BLOCK_BYTES)
+    # The operators size their row or width blocks to OPERATOR_BLOCK_BYTES (a block is at most all n rows).
+    blocks = min(2 * OPERATOR_BLOCK_BYTES, 8 * n * max(n, widest) * itemsize)
+    return int(itemsize * n * (4 * rank + 4 * d + 64) + n * widest // 8 + blocks)
 
 
 def unsupported(model, *, infinite: bool) -> str:
@@ -62,7 +65,7 @@ def _path(operator_at: Callable, grid: np.ndarray, mesh, tol: float, report: Cal
     import jax
 
     from ntkhom import eigensolvers, sharding
-    from ntkhom.paths import PathPoint
+    from ntkhom.eigenpath import PathPoint
 
     points, start = [], None
     for i, s in enumerate(grid):
@@ -96,15 +99,17 @@ def matrix_free_spectra(
 ) -> Iterator:
     """lambda_min(s) at infinite width and each finite width and seed, from kernel products only.
 
-    Arguments as :func:`ntkhom.paths.homotopy_spectra` (the networks and their parameters are the same);
+    Arguments as :func:`ntkhom.experiments.sweeps.homotopy_spectra` (the networks and their parameters are the same);
     ``mesh``: shard every product over this mesh (:func:`ntkhom.sharding.device_mesh`; None: one device).
 
     Yields:
-      one :class:`ntkhom.paths.PathResult` per finished (width, seed), infinite width first, without spectra.
+      one :class:`ntkhom.experiments.sweeps.PathResult` per finished (width, seed), infinite width first,
+      without spectra.
     """
     import jax.numpy as jnp
 
-    from ntkhom.paths import INFINITE, LambdaMinPath, PathResult, _seed_key, _with_width, check_s_grid, check_widths
+    from ntkhom.eigenpath import LambdaMinPath, check_s_grid
+    from ntkhom.experiments.sweeps import INFINITE, PathResult, _seed_key, _with_width, check_widths
 
     grid = check_s_grid(s_grid)
     widths = check_widths(widths)

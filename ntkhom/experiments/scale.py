@@ -15,7 +15,7 @@ import math
 import warnings
 from typing import NamedTuple
 
-__all__ = ["PathChoice", "add_arguments", "choose_path", "budget_bytes", "PATHS"]
+__all__ = ["PathChoice", "add_arguments", "choose_path", "budget_bytes", "dense_spectrum_bytes", "PATHS"]
 
 #: Values of ``args.kernel_path``: decide from the estimate, or forced by --dense / --matrix-free.
 PATHS = ("auto", "dense", "matrix-free")
@@ -57,16 +57,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(kernel_path="auto", memory_gb=None)
 
 
+def dense_spectrum_bytes(n: int, d: int, widest: int = 0, depth: int = 1) -> int:
+    """Peak memory of the dense spectrum path: five (n, n) float64 matrices (the three coefficients of K(s),
+    K(s) and a work matrix) and the widest network's Jacobian, n x m (d + 1) per layer."""
+    from ntkhom.memory import jacobian_bytes, kernel_bytes
+
+    return kernel_bytes(n, matrices=5) + jacobian_bytes(n, widest * (d + 1) * depth)
+
+
 def budget_bytes(memory_gb: float | None) -> tuple[int | None, str]:
-    """The byte budget and where it comes from: ``--memory-gb``, or the share of available memory."""
-    from ntkhom.memory import USABLE_FRACTION, available_bytes
+    """The byte budget and how to name it: ``--memory-gb``, or the usable share of the available memory."""
+    from ntkhom.memory import USABLE_FRACTION, available_bytes, format_bytes
 
     if memory_gb is not None:
-        return int(memory_gb * 2**30), f"--memory-gb {memory_gb:g}"
+        budget = int(memory_gb * 2**30)
+        return budget, f"--memory-gb {memory_gb:g} ({format_bytes(budget)})"
     available = available_bytes()
     if available is None:
-        return None, "unknown available memory"
-    return int(USABLE_FRACTION * available), "available on this machine"
+        return None, "the available memory (unknown)"
+    budget = int(USABLE_FRACTION * available)
+    return budget, f"the {format_bytes(budget)} available here (set --memory-gb to change)"
 
 
 def choose_path(args, *, n: int, dense_bytes: int, matrix_free_bytes: int, matrix_free_problem: str = "") -> PathChoice:
@@ -85,8 +95,8 @@ def choose_path(args, *, n: int, dense_bytes: int, matrix_free_bytes: int, matri
     budget, source = budget_bytes(getattr(args, "memory_gb", None))
     dense_fits = budget is None or dense_bytes <= budget
     free_fits = budget is None or matrix_free_bytes <= budget
-    dense_text = f"the dense path at --n {n} needs {format_bytes(dense_bytes)} (five (n, n) float64 matrices)"
-    limit = f"{format_bytes(budget)} {source}" if budget is not None else source
+    dense_text = f"the dense path at --n {n} needs {format_bytes(dense_bytes)} for (n, n) float64 kernels"
+    limit = source
     products = f"kernel products, about {format_bytes(matrix_free_bytes)}"
 
     def choice(path, reason):
@@ -96,16 +106,16 @@ def choose_path(args, *, n: int, dense_bytes: int, matrix_free_bytes: int, matri
         if not dense_fits:
             alternative = f"use --matrix-free ({products}) or a smaller --n" if not matrix_free_problem else (
                 "use a smaller --n")
-            raise MemoryLimitError(f"--dense: {dense_text}, more than the {limit}; {alternative}")
+            raise MemoryLimitError(f"--dense: {dense_text}, more than {limit}; {alternative}")
         return choice("dense", "--dense")
     if mode == "matrix-free" or not dense_fits:
-        why = "--matrix-free" if mode == "matrix-free" else f"{dense_text}, more than the {limit}"
+        why = "--matrix-free" if mode == "matrix-free" else f"{dense_text}, more than {limit}"
         if matrix_free_problem:
             raise MemoryLimitError(f"{why}, and the matrix-free path cannot run these settings: "
                                    f"{matrix_free_problem}; use a smaller --n")
         if not free_fits:
             raise MemoryLimitError(f"{why}, and the matrix-free path needs {format_bytes(matrix_free_bytes)}, "
-                                   f"more than the {limit}; use a smaller --n")
+                                   f"more than {limit}; use a smaller --n")
         if mode == "auto":
             warnings.warn(f"{why}: using the matrix-free path ({products}); --dense insists on the dense one",
                           UserWarning, stacklevel=2)

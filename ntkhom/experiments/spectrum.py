@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import argparse
 import math
+import sys
 import warnings
 from pathlib import Path
 
 import numpy as np
+
+from ntkhom.experiments import scale
 
 DESCRIPTION = __doc__
 
@@ -54,6 +57,7 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: dict | None = None)
     parser.add_argument("--method", default="reduced", choices=("reduced", "subspace", "eigh"),
                         help="lambda_min along the path (ntkhom.eigenpath.lambda_min_path)")
     parser.add_argument("--seed", type=int, default=0, help="PRNG seed for data and parameters")
+    scale.add_arguments(parser)
 
 
 def s_grid_from(args) -> np.ndarray:
@@ -94,11 +98,22 @@ def _snap(grid: np.ndarray, values) -> list[float]:
     return sorted({float(grid[np.argmin(np.abs(grid - v))]) for v in values})
 
 
+def choose_path(args, n: int, d: int, model) -> scale.PathChoice:
+    """Dense or matrix-free, from the memory estimates of both (:mod:`ntkhom.experiments.scale`)."""
+    from ntkhom.experiments import matrix_free
+
+    widest = max(args.widths, default=0)
+    problem = matrix_free.unsupported(model, infinite=not args.no_infinite)
+    return scale.choose_path(args, n=n, dense_bytes=scale.dense_spectrum_bytes(n, d, widest, args.depth),
+                             matrix_free_bytes=matrix_free.matrix_free_bytes(n, d, widest),
+                             matrix_free_problem=problem)
+
+
 def run(args, *, title: str = "NTK spectrum along the homotopy path") -> Path:
     import jax
 
-    from ntkhom import data, plots
-    from ntkhom.experiments import sweeps
+    from ntkhom import data, distributed, plots, sharding
+    from ntkhom.experiments import matrix_free, sweeps
     from ntkhom.report import RunFolder, markdown_table, progress
 
     _validate(args)
@@ -106,14 +121,20 @@ def run(args, *, title: str = "NTK spectrum along the homotopy path") -> Path:
     density_s = _snap(grid, args.density_s or [])
     dataset = data.load(args.dataset, n=args.n, d=args.d, normalization=args.normalization, seed=args.seed)
     x = dataset.x
+    model = _model(args)
+    choice = choose_path(args, dataset.n, dataset.d, model)
+    mesh = sharding.device_mesh() if choice.path == "matrix-free" else None
+    devices = distributed.device_summary(mesh)
+    if not args.quiet:
+        print(f"{distributed.header_line(devices)}; {choice.path} path ({choice.reason})", file=sys.stderr)
     settings = {k: v for k, v in vars(args).items() if not k.startswith("_")}
-    settings.update(n_effective=dataset.n, d_effective=dataset.d, s_grid=grid, density_s=density_s)
+    settings.update(n_effective=dataset.n, d_effective=dataset.d, s_grid=grid, density_s=density_s,
+                    kernel_path=choice.summary(), devices=devices)
     folder = RunFolder(args.out, settings)
     for stale in ("points.csv",):  # rows are appended: a rerun into the same folder starts clean
         if folder.file(stale).exists():
             folder.file(stale).unlink()
 
-    model = _model(args)
     infinite = not args.no_infinite
     total = len(grid) * ((1 if infinite else 0) + len(args.widths) * args.seeds)
     bar = progress(range(total), total=total, desc="spectra (width, seed, s)", enabled=not args.quiet)
@@ -125,9 +146,15 @@ def run(args, *, title: str = "NTK spectrum along the homotopy path") -> Path:
 
     results: list[sweeps.PathResult] = []
     try:
-        for result in sweeps.homotopy_spectra(model, x, grid, args.widths, args.seeds, jax.random.PRNGKey(args.seed),
-                                              infinite=infinite, densities_at=density_s, method=args.method,
-                                              on_point=on_point):
+        if choice.path == "dense":
+            sweep = sweeps.homotopy_spectra(model, x, grid, args.widths, args.seeds, jax.random.PRNGKey(args.seed),
+                                            infinite=infinite, densities_at=density_s, method=args.method,
+                                            on_point=on_point)
+        else:
+            sweep = matrix_free.matrix_free_spectra(model, x, grid, args.widths, args.seeds,
+                                                    jax.random.PRNGKey(args.seed), infinite=infinite, mesh=mesh,
+                                                    on_point=on_point)
+        for result in sweep:
             results.append(result)
             folder.write_json("points.json", [row for r in results for row in r.rows()])
     finally:

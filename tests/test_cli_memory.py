@@ -1,0 +1,71 @@
+"""Memory before work: `ntkhom spectrum` refuses a dense request that cannot fit (one line, exit 2, naming
+the size and the alternative), switches to the matrix-free path when the dense one does not fit, and the
+matrix-free path gives the dense path's lambda_min."""
+
+import argparse
+import json
+
+import numpy as np
+import pytest
+
+from ntkhom.cli import main
+from ntkhom.experiments import scale
+from ntkhom.memory import MemoryLimitError
+from ntkhom.report import read_csv
+
+
+def test_dense_request_that_cannot_fit_is_refused_in_one_line(tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["spectrum", "--dense", "--n", "60000", "--memory-gb", "1", "--out", str(out), "--quiet"])
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(lines) == 1
+    # Five (n, n) float64 matrices and the Jacobian of the widest default network (1024 units, d = 8).
+    expected = (5 * 60000**2 + 60000 * 1024 * 9) * 8 / 2**30
+    assert f"{expected:.3g} GiB" in lines[0]
+    assert "--memory-gb 1" in lines[0] and "--matrix-free" in lines[0]
+    assert not (out / "points.csv").exists()
+
+
+def test_dense_and_matrix_free_exclude_each_other(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["spectrum", "--dense", "--matrix-free"])
+    assert exit_info.value.code == 2
+
+
+def _args(path="auto", memory_gb=None):
+    return argparse.Namespace(kernel_path=path, memory_gb=memory_gb)
+
+
+def test_the_choice_follows_the_estimates():
+    gib = 2**30
+    assert scale.choose_path(_args(memory_gb=10), n=100, dense_bytes=gib, matrix_free_bytes=gib).path == "dense"
+    with pytest.warns(UserWarning, match="using the matrix-free path"):
+        choice = scale.choose_path(_args(memory_gb=1), n=100, dense_bytes=3 * gib, matrix_free_bytes=gib // 2)
+    assert choice.path == "matrix-free" and choice.budget == gib
+    forced = scale.choose_path(_args("matrix-free"), n=100, dense_bytes=1, matrix_free_bytes=1)
+    assert forced.path == "matrix-free" and forced.reason == "--matrix-free"
+    with pytest.raises(MemoryLimitError, match="matrix-free path needs"):
+        scale.choose_path(_args(memory_gb=1), n=100, dense_bytes=3 * gib, matrix_free_bytes=2 * gib)
+    with pytest.raises(MemoryLimitError, match="cannot run these settings: no closed form"):
+        scale.choose_path(_args(memory_gb=1), n=100, dense_bytes=3 * gib, matrix_free_bytes=1,
+                          matrix_free_problem="no closed form")
+    with pytest.raises(ValueError, match="kernel_path"):
+        scale.choose_path(_args("sparse"), n=100, dense_bytes=1, matrix_free_bytes=1)
+
+
+def test_matrix_free_run_gives_the_dense_lambda_min(tmp_path):
+    common = ["--n", "40", "--d", "3", "--widths", "48", "--seeds", "1", "--s", "0.5", "1.0", "1.5",
+              "--density-s", "--quiet"]
+    assert main(["spectrum", "--dense", "--out", str(tmp_path / "dense"), *common]) == 0
+    assert main(["spectrum", "--matrix-free", "--out", str(tmp_path / "free"), *common]) == 0
+    dense, free = (read_csv(tmp_path / name / "points.csv") for name in ("dense", "free"))
+    assert len(dense) == len(free) == 6  # infinite width and one seed, three values of s
+    for a, b in zip(dense, free):
+        assert (a["width"], a["s"]) == (b["width"], b["s"]) and b["method"] == "lobpcg"
+        assert a["resolved"] == b["resolved"] == "True"
+        np.testing.assert_allclose(float(b["lambda_min"]), float(a["lambda_min"]), rtol=1e-8)
+        # the certified interval [lower_bound, value] holds the dense value
+        assert float(b["lower_bound"]) <= float(a["lambda_min"]) * (1 + 1e-12)
+    settings = json.loads((tmp_path / "free" / "run.json").read_text())["settings"]
+    assert settings["kernel_path"]["path"] == "matrix-free"
+    assert settings["devices"]["device_count"] >= 1 and "mesh" in settings["devices"]
