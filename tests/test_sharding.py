@@ -24,7 +24,7 @@ def test_four_devices_equal_one_device():
     done = subprocess.run([sys.executable, str(WORKER)], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     result = json.loads(done.stdout.strip().splitlines()[-1])
-    assert result["devices"] == 4 and result["processes"] == 1 and "product_infinite" in result
+    assert result["devices"] == 4 and result["processes"] == 1 and "kernel_infinite" in result
     assert result["kernel_shards"] == 4  # the kernel's rows really live on four devices
     sharded_worker.check_against_reference(result, sharded_worker.reference())
 
