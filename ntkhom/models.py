@@ -28,9 +28,8 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
-from ntkhom.activations import Phi, as_phi, check_s, homotopy, homotopy_stax_layer
+from ntkhom.activations import Phi, as_phi, check_s, homotopy
 from ntkhom.data import check_inputs
-from ntkhom.nt import stax
 
 __all__ = ["HomotopyMLP", "two_layer", "mlp", "Params", "TRAINED_CHOICES"]
 
@@ -72,7 +71,7 @@ class HomotopyMLP:
         if len(widths) == 0:
             raise ValueError("a homotopy network needs at least one hidden layer (widths is empty)")
         for width in widths:
-            if int(width) != width or width <= 0:
+            if isinstance(width, bool) or int(width) != width or width <= 0:
                 raise ValueError(f"every width must be a positive integer, got widths = {widths}")
         if int(self.out_dim) != self.out_dim or self.out_dim <= 0:
             raise ValueError(f"out_dim must be a positive integer, got {self.out_dim}")
@@ -155,12 +154,16 @@ class HomotopyMLP:
 
     # -- neural-tangents description ----------------------------------------------------------------
     def stax(self, d: int, s=None):
-        """``(init_fn, apply_fn, kernel_fn)`` of the same network built from neural-tangents layers."""
+        """``(init_fn, apply_fn, kernel_fn)`` of the same network built from neural-tangents layers
+        (``Dense`` and :func:`ntkhom.stax.Homotopy`); loads neural-tangents on first use."""
+        from ntkhom.nt import stax
+        from ntkhom.stax import Homotopy
+
         s = self._s(s)
         layers = []
         scales = self.layer_scales(int(d))
         for width, (W_std, b_std) in zip(self.widths, scales[:-1]):
-            layers += [stax.Dense(width, W_std=W_std, b_std=b_std), homotopy_stax_layer(s, self.phi)]
+            layers += [stax.Dense(width, W_std=W_std, b_std=b_std), Homotopy(s, self.phi)]
         W_std, b_std = scales[-1]
         layers.append(stax.Dense(self.out_dim, W_std=W_std, b_std=b_std))
         return stax.serial(*layers)
