@@ -38,9 +38,9 @@ __all__ = [
     "load",
     "max_learning_rate",
     "monte_carlo_kernel_fn",
-    "nt",
-    "predict",
-    "stax",
+    "nt",  # noqa: F822 (loaded lazily, see __getattr__)
+    "predict",  # noqa: F822 (loaded lazily, see __getattr__)
+    "stax",  # noqa: F822 (loaded lazily, see __getattr__)
 ]
 
 
