@@ -30,6 +30,7 @@ both P and D).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -99,6 +100,7 @@ def _sqrt_nonnegative(x):
     return jnp.where(positive, jnp.sqrt(jnp.where(positive, x, 1.0)), 0.0)
 
 
+@functools.partial(jax.jit, static_argnames=("fn", "features"))
 def gaussian_expectation_1d(fn: Callable, a, features) -> jax.Array:
     """E[fn(u)], u ~ N(0, a), by the panel rule; ``features`` are the points where fn changes shape."""
     points = jnp.asarray(_symmetric(features), jnp.result_type(a, float))
@@ -107,6 +109,7 @@ def gaussian_expectation_1d(fn: Callable, a, features) -> jax.Array:
     return jnp.sum(w * _standard_normal_pdf(z) * fn(sa[..., None] * z), axis=-1)
 
 
+@functools.partial(jax.jit, static_argnames=("fn", "features"))
 def gaussian_expectation_2d(fn: Callable, c, a, b, features) -> jax.Array:
     """E[fn(u) fn(v)], (u, v) ~ N(0, [[a, c], [c, b]]), for scalar c, a, b (vmap for arrays).
 
@@ -183,18 +186,23 @@ def _quadrature_dual(phi: Phi, features, mean_derivative=None) -> DualActivation
     return DualActivation(phi, mean_derivative, product, derivative_product, exact=False)
 
 
+@functools.cache
+def _dual_activation(phi: Phi) -> DualActivation:
+    if phi.name == "erf":
+        return _erf_dual(phi)
+    if phi.name == "gelu":
+        return _quadrature_dual(phi, FEATURES["gelu"], mean_derivative=lambda a: 0.5 + 0.0 * a)
+    return _quadrature_dual(phi, FEATURES[phi.name])
+
+
 def dual_activation(phi: str | Phi) -> DualActivation:
     """The :class:`DualActivation` of erf (closed form), tanh or GELU (quadrature).
 
     The ReLU family has its own exact kernel (neural-tangents' ``ABRelu``, see :func:`ntkhom.stax.Homotopy`).
     """
     phi = as_phi(phi)
-    if phi.name == "erf":
-        return _erf_dual(phi)
-    if phi.name == "gelu":
-        return _quadrature_dual(phi, FEATURES["gelu"], mean_derivative=lambda a: 0.5 + 0.0 * a)
-    if phi.name in FEATURES:
-        return _quadrature_dual(phi, FEATURES[phi.name])
+    if phi.name == "erf" or phi.name in FEATURES:
+        return _dual_activation(phi)
     raise ValueError(
         f"no infinite-width kernel for phi = {phi.name!r}: ntkhom has the ReLU family, erf, tanh and gelu"
     )
