@@ -27,7 +27,7 @@ def test_core_modules_neither_import_neural_tangents_nor_change_jax():
     done = _run("""
         before = snapshot()
         import ntkhom, ntkhom.models, ntkhom.kernels, ntkhom.spectrum, ntkhom.solvers, ntkhom.activations
-        import ntkhom.nt, ntkhom.stax, ntkhom.dual
+        import ntkhom.nt, ntkhom.stax, ntkhom.dual, ntkhom.networks
         loaded = sorted(m for m in sys.modules if m.split(".")[0] == "neural_tangents")
         assert not loaded, loaded
         changed = [k for k in before if before[k] != snapshot()[k]]
