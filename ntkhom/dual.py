@@ -23,9 +23,10 @@ conditional decomposition u = sqrt(a) z1, v = (c / sqrt(a)) z1 + tau z2 (tau^2 =
 variance outside), each with composite Gauss-Legendre panels whose breakpoints sit at the Gaussian's scale and
 at phi's own features mapped into z (its transition near 0 and its saturation), so the rule resolves phi at
 every variance instead of the fixed scale of a Gauss-Hermite rule. Every pair gets the same number of nodes
-(jit, vmap and grad work). Measured against SciPy's adaptive quadrature on variances 0.01 to 100 and every
-correlation in [-1, 1] (tests/test_infinite_accuracy.py), the relative error is below 1e-9 (tanh and GELU,
-both P and D).
+(jit, vmap and grad work): 300 outer by 190 inner for tanh, about 57,000 evaluations of phi per kernel entry.
+Against SciPy's nested adaptive quadrature on variances 0.01 to 100 and correlations -1 to 1 the largest
+relative error found was 1.2e-10 (P and D, tanh and GELU); tests/test_infinite_accuracy.py checks 1e-8 against
+an independent trapezoid rule and Monte Carlo, and that two more nodes per panel change nothing above 1e-10.
 """
 
 from __future__ import annotations

@@ -22,7 +22,7 @@ def Homotopy(s, phi: str | Phi = "relu"):  # noqa: N802 (stax layers are capital
 
     Infinite-width kernel: exact for the ReLU family (sigma_s is again piecewise linear, neural-tangents'
     ``ABRelu`` with slopes (1 - s) + s a and (1 - s) + s b) and for erf (closed form,
-    :mod:`ntkhom.dual`); tanh and GELU by :mod:`ntkhom.dual`'s quadrature (relative error below 1e-9).
+    :mod:`ntkhom.dual`); tanh and GELU by :mod:`ntkhom.dual`'s quadrature (relative error about 1e-10).
 
     Args:
       s: homotopy parameter, a real number or a traced scalar (the kernel is differentiable in s).
