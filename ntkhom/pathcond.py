@@ -383,6 +383,10 @@ def pathcond(
     are refused only when the values are concrete). Use it once before a solver, or every k steps with
     :func:`rescaled_every`.
 
+    Pruned neurons (incoming weights and bias zero) and dead ones (outgoing weights zero) are rescaled to their
+    minimiser along z_h where one exists; a neuron along which F is monotone (e.g. pruned with
+    |in(h)| <= |out(h)|, where F keeps decreasing as z_h grows) has no finite minimiser and keeps z_h = 0.
+
     Args:
       params: HomotopyMLP parameters, >= 1 hidden layer, float32 or float64 (the result keeps the dtype).
       model: the network (its activation must be in the ReLU family; its layer scales give c).
