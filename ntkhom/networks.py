@@ -44,9 +44,9 @@ class Network:
     Attributes:
       apply: ``apply(params, x, s=None) -> (n, k)`` array; x is (n, d). ``s`` overrides the homotopy
         parameter where the network has one (``accepts_s``); elsewhere it must be None.
-      kernel_fn: ``kernel_fn(x1, x2=None, *, s=None) -> (ntk, nngp)``, the infinite-width NTK over the
-        default trained parameters and the NNGP kernel, each (n1, n2); None when the network has no
-        infinite-width description.
+      kernel_fn: ``kernel_fn(x1, x2=None, *, s=None, batch_size=None) -> (ntk, nngp)``, the infinite-width
+        NTK over the default trained parameters and the NNGP kernel, each (n1, n2) (``batch_size``: tiles of
+        neural-tangents' ``batch``); None when the network has no infinite-width description.
       accepts_s: whether ``apply`` (and ``kernel_fn``) take a homotopy parameter.
       trained: the default of ``trained`` (None: every leaf). Not part of equality or hashing.
       source: the object the network was built from (a ``HomotopyMLP``, a triple, a module, a function).
@@ -167,13 +167,21 @@ class _ModelApply:
         return self.model.apply(params, x, s)
 
 
+def _batched(kernel_fn, batch_size):
+    if not batch_size:
+        return kernel_fn
+    from ntkhom.nt import nt
+
+    return nt.batch(kernel_fn, batch_size=batch_size)
+
+
 @dataclasses.dataclass(frozen=True)
 class _ModelKernel:
     model: Any
 
-    def __call__(self, x1, x2=None, *, s=None):
+    def __call__(self, x1, x2=None, *, s=None, batch_size=None):
         _, _, kernel_fn = self.model.stax(x1.shape[1], self.model.s if s is None else s)
-        kernel = kernel_fn(x1, x2, ("ntk", "nngp"))
+        kernel = _batched(kernel_fn, batch_size)(x1, x2, ("ntk", "nngp"))
         ntk, nngp = kernel.ntk, kernel.nngp
         # A frozen output layer contributes exactly the NNGP to the full NTK (its weights enter f linearly).
         return (ntk - nngp if self.model.trained == "hidden" else ntk), nngp
@@ -192,9 +200,9 @@ class _StaxApply:
 class _StaxKernel:
     kernel_fn: Callable
 
-    def __call__(self, x1, x2=None, *, s=None):
+    def __call__(self, x1, x2=None, *, s=None, batch_size=None):
         _no_s(s, "a stax network")
-        kernel = self.kernel_fn(x1, x2, ("ntk", "nngp"))
+        kernel = _batched(self.kernel_fn, batch_size)(x1, x2, ("ntk", "nngp"))
         return kernel.ntk, kernel.nngp
 
 

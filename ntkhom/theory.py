@@ -28,6 +28,7 @@ import math
 
 import numpy as np
 
+from ntkhom.kernels import network_kernel  # the one kernel dispatcher, re-exported for the theory's users
 from ntkhom.spectrum import check_kernel, spectrum
 
 __all__ = [
@@ -232,16 +233,6 @@ def fit_linear_rate(steps, loss, *, start: int | None = None, stop: int | None =
     total = np.sum((logs - logs.mean()) ** 2)
     r2 = 1.0 - np.sum((logs - fitted) ** 2) / total if total > 0 else 1.0
     return LinearRate(float(np.exp(slope)), float(-slope), float(intercept), float(r2), (int(t[0]), int(t[-1])))
-
-
-def network_kernel(model, params, x, s=None):
-    """The empirical NTK of ``model`` at ``params`` on inputs x (n, d): the fast structured two-layer kernel
-    when the network has one hidden layer, neural-tangents' Jacobian contraction otherwise."""
-    from ntkhom.kernels import empirical_ntk, empirical_ntk_two_layer
-
-    if model.depth == 1:
-        return empirical_ntk_two_layer(model, params, x, s=s)
-    return empirical_ntk(model, params, x, s=s)
 
 
 def relative_deviation(measured, predicted, loss0: float | None = None, *, scale: str = "initial") -> float:
