@@ -63,11 +63,12 @@ def check_inputs(x, name: str = "x", *, allow_1d: bool = False) -> jax.Array:
             "call ntkhom.enable_float64() first for float64 kernels",
             stacklevel=3,
         )
-    array = jnp.asarray(array)
-    if not traced and not bool(jnp.all(jnp.isfinite(array))):
-        bad = int(jnp.sum(~jnp.isfinite(array)))
-        raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf)")
-    return array
+    if not traced:
+        # NumPy on the host: jnp ops would give tracers when a concrete array is checked inside a trace.
+        bad = int(np.count_nonzero(~np.isfinite(np.asarray(array))))
+        if bad:
+            raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf)")
+    return jnp.asarray(array)
 
 
 def check_targets(y, n: int, name: str = "y") -> jax.Array:
@@ -91,10 +92,9 @@ def normalize(x, how: str = "sphere"):
         scale = jnp.std(x, axis=0)
         x = (x - jnp.mean(x, axis=0)) / jnp.where(scale > 0, scale, 1.0)
     if how.endswith("sphere"):
-        norms = jnp.linalg.norm(x, axis=1, keepdims=True)
-        if not isinstance(norms, jax.core.Tracer) and bool(jnp.any(norms == 0)):
+        if not isinstance(x, jax.core.Tracer) and bool(np.any(np.all(np.asarray(x) == 0, axis=1))):
             raise ValueError("cannot project a zero input onto the unit sphere")
-        x = x / norms
+        x = x / jnp.linalg.norm(x, axis=1, keepdims=True)
     return x
 
 

@@ -588,9 +588,10 @@ def closed_form_ntk_relu(x1, x2=None, *, s=1.0, trained: str = "hidden") -> jax.
     x2 = x1 if x2 is None else check_inputs(x2, "x2")
     if x1.shape[1] != x2.shape[1]:
         raise ValueError(f"x1 has {x1.shape[1]} features but x2 has {x2.shape[1]}")
-    norms = jnp.linalg.norm(x1, axis=1)[:, None] * jnp.linalg.norm(x2, axis=1)[None, :]
-    if not isinstance(norms, jax.core.Tracer) and bool(jnp.any(norms == 0)):
+    concrete = not any(isinstance(x, jax.core.Tracer) for x in (x1, x2))
+    if concrete and any(bool(np.any(np.all(np.asarray(x) == 0, axis=1))) for x in (x1, x2)):
         raise ValueError("closed_form_ntk_relu needs nonzero inputs (the angle between them must be defined)")
+    norms = jnp.linalg.norm(x1, axis=1)[:, None] * jnp.linalg.norm(x2, axis=1)[None, :]
     gram = x1 @ x2.T
     rho = jnp.clip(gram / norms, -1.0, 1.0)
     hidden = gram * ((1.0 - s / 2.0) ** 2 + s**2 / (2.0 * np.pi) * jnp.arcsin(rho))
