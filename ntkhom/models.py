@@ -129,7 +129,13 @@ class HomotopyMLP:
         return tuple(params)
 
     def apply(self, params: Params, x, s=None):
-        """Network outputs f(x), shape (n, out_dim). ``s`` may be a traced value (vmap/grad over s)."""
+        """Network outputs f(x), shape (n, out_dim). ``s`` may be a traced value (vmap/grad over s).
+
+        Concrete parameters with NaN or inf are refused, naming the leaf.
+        """
+        from ntkhom.networks import check_params  # networks sits above models in the import graph
+
+        check_params(params)
         s = self._s(s)
         d = params[0]["W"].shape[0]
         h = x
