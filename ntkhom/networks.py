@@ -59,7 +59,10 @@ class Network:
     source: Any = dataclasses.field(default=None, compare=False, hash=False)
 
     def partition(self, params, trained=None):
-        """``(trainable, frozen)`` of ``params``; ``trained`` None means this network's default."""
+        """``(trainable, frozen)`` of ``params``; ``trained`` None means this network's default (for a
+        ``HomotopyMLP`` also ``"hidden"`` or ``"all"``)."""
+        if isinstance(trained, str) and self.model is not None:
+            trained = _homotopy_mask(dataclasses.replace(self.model, trained=trained))
         return partition(params, self.trained if trained is None else trained)
 
     @property
@@ -85,6 +88,11 @@ def trained_mask(params, trained=None):
     """
     if trained is None:
         return jax.tree.map(lambda _: True, params)
+    if isinstance(trained, str):
+        raise ValueError(
+            f"trained={trained!r}: names of trained parts apply to a HomotopyMLP only; pass a pytree of bools or "
+            "a predicate on the leaf path"
+        )
     if isinstance(trained, bool):
         return jax.tree.map(lambda _: trained, params)
     if callable(trained):

@@ -113,3 +113,14 @@ def test_non_finite_parameters_are_named():
 def test_refuses_what_it_cannot_read():
     with pytest.raises(TypeError, match="as_network expects"):
         networks.as_network(42)
+
+
+def test_trained_by_name_only_for_homotopy_networks():
+    model = two_layer(WIDTH, S)
+    params = model.init(jax.random.PRNGKey(5), D)
+    trainable, _ = networks.as_network(model).partition(params, "all")
+    assert trainable[1]["W"] is not None
+    trainable, _ = networks.as_network(two_layer(WIDTH, S, trained="all")).partition(params, "hidden")
+    assert trainable[1]["W"] is None
+    with pytest.raises(ValueError, match="HomotopyMLP only"):
+        networks.partition(params, "hidden")
