@@ -234,7 +234,7 @@ class _NnxApply:
         return _as_outputs(_call_with_s(module, x, s, self.accepts_s))
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class _LinenApply:
     module: Any
     accepts_s: bool

@@ -96,6 +96,7 @@ def test_linen_module_adapter():
     network = networks.as_network(module)
     np.testing.assert_allclose(network.apply(variables, X), module.apply(variables, X), rtol=1e-14)
     assert network.kernel_fn is None and not network.accepts_s
+    assert networks.as_network(Net()) == network  # equal modules share compiled kernels
 
 
 def test_non_finite_parameters_are_named():
