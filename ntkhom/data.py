@@ -7,6 +7,7 @@ scikit-learn installs with itself.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import warnings
 
@@ -98,9 +99,13 @@ def normalize(x, how: str = "sphere"):
     return x
 
 
+@functools.partial(
+    jax.tree_util.register_dataclass, data_fields=["x", "y", "x_test", "y_test"], meta_fields=["name", "task"]
+)
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """Inputs ``x`` (n, d), targets ``y`` (n, k), and a held-out split when one was asked for."""
+    """Inputs ``x`` (n, d), targets ``y`` (n, k), and a held-out split when one was asked for; a pytree
+    (arrays are its leaves, ``name`` and ``task`` its static data), so it can pass through ``jit``."""
 
     name: str
     x: jax.Array

@@ -72,3 +72,10 @@ def test_check_inputs_under_jit_checks_shape_only():
     np.testing.assert_array_equal(checked, 2 * np.ones((2, 3)))
     with pytest.raises(ValueError, match="2-D"):
         jax.jit(lambda x: data.check_inputs(x))(np.ones(3))
+
+
+def test_dataset_is_a_pytree():
+    ds = data.load("sphere", n=6, d=3)
+    doubled = jax.jit(lambda d: jax.tree.map(lambda a: 2 * a, d))(ds)
+    assert doubled.name == "sphere" and doubled.x_test is None
+    np.testing.assert_array_equal(doubled.y, 2 * ds.y)
