@@ -159,8 +159,11 @@ def _no_s(s, what: str) -> None:
 class _FunctionApply:
     fn: Callable
     accepts_s: bool
+    requires_s: bool = False
 
     def __call__(self, params, x, s=None):
+        if s is None and self.requires_s:
+            raise TypeError(f"{getattr(self.fn, '__name__', 'the network')} takes s with no default: pass s=...")
         if self.accepts_s:
             return _as_outputs(self.fn(params, x) if s is None else self.fn(params, x, s))
         _no_s(s, "this network")
@@ -260,6 +263,16 @@ def _takes_s(fn, positional: int) -> bool:
     return sum(p.kind in kinds for p in parameters) > positional
 
 
+def _s_has_no_default(fn) -> bool:
+    try:
+        parameters = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    named = [p for p in parameters if p.name == "s"]
+    third = named[0] if named else (parameters[2] if len(parameters) > 2 else None)
+    return third is not None and third.default is inspect.Parameter.empty and third.kind != third.VAR_POSITIONAL
+
+
 def _is_stax_triple(obj) -> bool:
     return isinstance(obj, tuple) and len(obj) == 3 and all(callable(f) for f in obj)
 
@@ -318,7 +331,8 @@ def as_network(obj, *, trained=None, accepts_s: bool | None = None) -> Network:
         return Network(_LinenApply(obj, bool(accepts_s)), None, bool(accepts_s), trained, obj)
     if callable(obj):
         accepts_s = _takes_s(obj, 2) if accepts_s is None else accepts_s
-        return Network(_FunctionApply(obj, bool(accepts_s)), None, bool(accepts_s), trained, obj)
+        apply = _FunctionApply(obj, bool(accepts_s), bool(accepts_s) and _s_has_no_default(obj))
+        return Network(apply, None, bool(accepts_s), trained, obj)
     raise TypeError(
         "as_network expects a HomotopyMLP, a stax triple (init_fn, apply_fn, kernel_fn), a Flax module or a "
         f"function f(params, x[, s]); got {type(obj).__name__}"

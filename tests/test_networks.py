@@ -125,3 +125,14 @@ def test_trained_by_name_only_for_homotopy_networks():
     assert trainable[1]["W"] is None
     with pytest.raises(ValueError, match="HomotopyMLP only"):
         networks.partition(params, "hidden")
+
+
+def test_a_function_that_needs_s_says_so():
+    params = two_layer(WIDTH, S).init(jax.random.PRNGKey(6), D)
+    with pytest.raises(TypeError, match="takes s with no default"):
+        networks.as_network(plain).apply(params, X)
+
+    def with_default(params, x, s=S):
+        return plain(params, x, s)
+
+    np.testing.assert_allclose(networks.as_network(with_default).apply(params, X), plain(params, X, S), rtol=1e-14)
