@@ -202,3 +202,14 @@ def test_a_network_without_infinite_width_says_so():
         from ntkhom.nt import stax
 
         kernels.infinite_ntk(stax.serial(stax.Dense(3), stax.Relu(), stax.Dense(1)), X, s=0.5)
+
+
+def test_linen_linear_model_has_the_gram_kernel():
+    from flax import linen
+
+    # f(x) = x W + b: d f_o / d W_ro = x_r and d f_o / d b_o = 1 for each of the 3 outputs.
+    module = linen.Dense(3, param_dtype=jnp.float64)
+    variables = module.init(jax.random.PRNGKey(5), X)
+    np.testing.assert_allclose(kernels.empirical_ntk(module, variables, X, X2), X @ X2.T + 1.0, rtol=1e-12)
+    only_bias = kernels.empirical_ntk(module, variables, X, trained=lambda path: path[-1].key == "bias")
+    np.testing.assert_allclose(only_bias, np.ones((6, 6)), rtol=1e-12)
