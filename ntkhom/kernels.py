@@ -1,10 +1,18 @@
-"""Neural tangent kernels of homotopy networks: finite width, infinite width, closed form, and the s-path.
+"""Neural tangent kernels: finite width for any network, infinite width, closed form, and the s-path.
 
 Conventions. Every kernel here is the Gram matrix K_ij = <d f(x_i) / d theta, d f(x'_j) / d theta> over the
-*trained* parameters (``model.trained``): with the loss 1/2 sum_i (f_i - y_i)^2, gradient descent with step
-eta moves the residual by -eta K (f - y). For ``trained="hidden"`` the output layer is frozen, so the
-infinite-width kernel is neural-tangents' NTK minus the output layer's own contribution, which is exactly the
-network's NNGP (the output layer's weights enter f linearly).
+*trained* parameters (``trained=``, :mod:`ntkhom.networks`; ``model.trained`` for a ``HomotopyMLP``): with
+the loss 1/2 sum_i (f_i - y_i)^2, gradient descent with step eta moves the residual by -eta K (f - y). For
+``trained="hidden"`` the output layer is frozen, so the infinite-width kernel is neural-tangents' NTK minus
+the output layer's own contribution, which is exactly the network's NNGP (the output layer's weights enter f
+linearly).
+
+Networks. :func:`empirical_ntk` takes anything :func:`ntkhom.networks.as_network` accepts (a function
+``f(params, x[, s])``, a stax triple, a Flax module, a ``HomotopyMLP``); :func:`infinite_ntk` any network
+with an infinite-width description (a stax triple, a ``HomotopyMLP``); :func:`network_kernel` picks the
+structured two-layer kernel below where it applies. Every kernel runs under ``jax.jit``, ``jax.vmap`` and
+``jax.grad`` (in ``s`` and in the parameters): values are checked only where they are concrete, and the
+jitted pieces are compiled once per network and shape, at module level.
 
 Two-layer structure. For f(x) = c2 sum_r a_r sigma_s(z_r) (+ b_out c), z_r = c1 w_r . x (+ b_std b_r),
 c1 = W_std_1 / sqrt(d), c2 = W_std_2 / sqrt(m):
