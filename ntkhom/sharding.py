@@ -129,6 +129,43 @@ class RowSharded(NamedTuple):
         """The (n, n2) matrix as NumPy on this process (every process gets all of it)."""
         return host_array(self.data)[: self.n]
 
+    def operator(self, mesh: Mesh) -> ShardedOperator:
+        """A square row-sharded kernel as an operator for the eigensolvers: products K V row by row on the
+        devices that hold the rows (no device ever holds the whole matrix)."""
+        if self.data.shape[1] != self.n:
+            raise ValueError(f"operator needs a square kernel, got {self.n} rows and {self.data.shape[1]} columns")
+        return ShardedOperator(_RowShardedMatrix(self.data, self.n), mesh, "dense", None, {"matrix": self.data})
+
+
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["data"], meta_fields=["n"])
+@dataclasses.dataclass(frozen=True)
+class _RowShardedMatrix:
+    """Diagonal and columns of a symmetric row-sharded kernel (for pivoted Cholesky preconditioners)."""
+
+    data: jax.Array
+    n: int
+
+    @property
+    def dtype(self):
+        return self.data.dtype
+
+    def diagonal(self) -> np.ndarray:
+        return host_array(_diagonal(self.data, self.n))
+
+    def columns(self, index) -> np.ndarray:
+        # K[:, index] = K[index, :]^T for a symmetric kernel: rows, wherever they live.
+        return host_array(_rows(self.data, jnp.asarray(index))).T[: self.n]
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _diagonal(data, n):
+    return jnp.diagonal(data[:n, :n])
+
+
+@jax.jit
+def _rows(data, index):
+    return data[index]
+
 
 def sharded_kernel(kernel_fn: Callable, x1, x2=None, *, mesh: Mesh) -> RowSharded:
     """K(x1, x2) assembled by rows: each device computes ``kernel_fn(x1_rows, x2)`` for its own rows of x1.

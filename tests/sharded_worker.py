@@ -113,6 +113,7 @@ def check_against_reference(result: dict, expected: dict) -> None:
     np.testing.assert_allclose(result["lambda_min_operator"], expected["lambda_min_operator"], rtol=1e-10)
     np.testing.assert_allclose(result["kernel"], expected["kernel"], rtol=1e-12, atol=1e-12)
     np.testing.assert_allclose(result["lambda_min_kernel"], expected["lambda_min_kernel"], rtol=1e-10)
+    np.testing.assert_allclose(result["lambda_min_kernel_operator"], expected["lambda_min_kernel"], rtol=1e-10)
     np.testing.assert_allclose(result["grid_loss"], expected["grid_loss"], rtol=1e-12)
     np.testing.assert_allclose(result["grid_W"], expected["grid_W"], rtol=1e-12, atol=1e-14)
     assert result["grid_stop_reasons"] == expected["grid_stop_reasons"]
@@ -157,7 +158,8 @@ def main(argv):
     rows = sharding.sharded_kernel(functools.partial(kernels.empirical_ntk_two_layer, model, params), x, mesh=mesh)
     kernel = rows.gather()
     results.update(kernel_shards=len(rows.data.sharding.device_set), kernel=kernel.tolist(),
-                   lambda_min_kernel=spectrum.lambda_min(kernel).value)
+                   lambda_min_kernel=spectrum.lambda_min(kernel).value,
+                   lambda_min_kernel_operator=eigensolvers.lambda_min(rows.operator(mesh), tol=1e-12).value)
 
     solver, grid_params, grid_state = grid_problem()
     grid = sharding.run_batch(solver, grid_params, grid_state, mesh=mesh, steps=STEPS, record_every=10,
