@@ -51,6 +51,8 @@ __all__ = [
     "largest",
     "smallest",
     "lambda_min_path",
+    "ExtremeSpectrum",
+    "extreme_spectrum",
     "spectral_density",
     "rpcholesky",
     "nystrom",
@@ -516,6 +518,64 @@ def lambda_min_path(operator, s_values, *, k: int = 1, key=None, tol: float = DE
         results.append(result)
         start = result.vectors
     return results
+
+
+class ExtremeSpectrum(NamedTuple):
+    """The k smallest and k largest eigenvalues of an operator, read like :class:`ntkhom.spectrum.Spectrum`."""
+
+    smallest: EigenResult
+    largest: EigenResult
+
+    @property
+    def n_computed(self) -> int:
+        return len(self.smallest.eigenvalues) + len(self.largest.eigenvalues)
+
+    @property
+    def lambda_min(self) -> CertifiedEigenvalue:
+        return self.smallest.eigenvalues[0]
+
+    @property
+    def lambda_max(self) -> CertifiedEigenvalue:
+        return self.largest.eigenvalues[-1]
+
+    @property
+    def floor(self) -> float:
+        return self.lambda_min.floor
+
+    @property
+    def resolved(self) -> bool:
+        return self.lambda_min.resolved
+
+    @property
+    def condition(self) -> float:
+        """lambda_max / lambda_min; inf when lambda_min is unresolved."""
+        return self.lambda_max.value / self.lambda_min.value if self.resolved else math.inf
+
+    def summary(self) -> dict:
+        return {
+            "lambda_min": self.lambda_min.value if self.resolved else None,
+            "lambda_min_bound": self.lambda_min.bound,
+            "lambda_max": self.lambda_max.value,
+            "lambda_max_bound": self.lambda_max.bound,
+            "condition": self.condition if self.resolved else None,
+            "floor": self.floor,
+            "resolved": self.resolved,
+            "products": self.smallest.products + self.largest.products,
+        }
+
+    def __str__(self) -> str:
+        return f"ExtremeSpectrum(lambda_min={self.lambda_min}, lambda_max={self.lambda_max})"
+
+
+def extreme_spectrum(K, k: int = 1, *, key=None, tol: float = DEFAULT_TOLERANCE, floor_dtype=None,
+                     **options) -> ExtremeSpectrum:
+    """The k largest (Lanczos) and k smallest (LOBPCG) eigenvalues with certificates."""
+    key = jax.random.PRNGKey(0) if key is None else key
+    key_top, key_bottom = jax.random.split(key)
+    top = largest(K, k, key=key_top, tol=tol, floor_dtype=floor_dtype)
+    bottom = smallest(K, k, key=key_bottom, tol=tol, lambda_max_value=top.eigenvalues[-1].value,
+                      floor_dtype=floor_dtype, **options)
+    return ExtremeSpectrum(bottom, top)
 
 
 # -- spectral density --------------------------------------------------------------------------------------------
