@@ -51,6 +51,8 @@ __all__ = [
     "largest",
     "smallest",
     "lambda_min_path",
+    "ExtremeSpectrum",
+    "extreme_spectrum",
     "spectral_density",
     "rpcholesky",
     "nystrom",
@@ -134,8 +136,11 @@ class _Counter:
         self.columns = 0
 
     def __call__(self, V):
+        """K V on the host in float64 (the small dense algebra around products stays in NumPy: no
+        compilation per block shape)."""
         self.columns += V.shape[1]
-        return self.operator.matvec(V)
+        out = self.operator.matvec(jnp.asarray(V, self.operator.dtype))
+        return np.asarray(out, np.float64)
 
 
 def _as_operator(K):
@@ -162,10 +167,9 @@ def _fresh_ritz(matvec, X):
     KX = matvec(X)
     H = np.asarray(X.T @ KX, np.float64)
     theta, Y = np.linalg.eigh(0.5 * (H + H.T))
-    Y = jnp.asarray(Y, X.dtype)
     X, KX = X @ Y, KX @ Y
-    R = KX - X * jnp.asarray(theta, X.dtype)[None, :]
-    return X, theta, np.asarray(jnp.linalg.norm(R, axis=0), np.float64), KX
+    R = KX - X * theta[None, :]
+    return X, theta, np.linalg.norm(R, axis=0), KX
 
 
 def _rounding(lambda_max_value, n: int, dtype) -> float:
@@ -178,7 +182,7 @@ def _rounding(lambda_max_value, n: int, dtype) -> float:
 def _ritz_residuals(matvec, X, theta):
     KX = matvec(X)
     R = KX - X * theta[None, :]
-    return np.asarray(jnp.linalg.norm(R, axis=0), np.float64), KX
+    return np.linalg.norm(R, axis=0), KX
 
 
 # -- Lanczos --------------------------------------------------------------------------------------------------
@@ -238,11 +242,11 @@ def largest(K, k: int = 1, *, key=None, tol: float = DEFAULT_TOLERANCE, steps: i
         theta, Y = np.linalg.eigh(np.asarray(T, np.float64))
         order = np.argsort(theta)[::-1]
         theta, Y = theta[order], Y[:, order]
-        X = Q.T @ jnp.asarray(Y[:, :k], Q.dtype)
+        X = np.asarray(Q, np.float64).T @ Y[:, :k]
         # Recurrence estimates of every Ritz residual, for the gaps; fresh products for the k returned.
         estimates = np.abs(float(beta) * Y[-1, :])
         values = np.asarray(theta[:k])
-        residual, _ = _ritz_residuals(counter, X / jnp.linalg.norm(X, axis=0), jnp.asarray(values, X.dtype))
+        residual, _ = _ritz_residuals(counter, X / np.linalg.norm(X, axis=0), values)
         floor = numerical_floor(theta[0], n, floor_dtype or operator.dtype)
         rounding = _rounding(theta[0], n, operator.dtype)
         eigen = _certify(values, residual, theta, estimates, floor, rounding)
@@ -262,7 +266,7 @@ def lambda_max(K, **options) -> CertifiedEigenvalue:
 
 # -- low-rank approximations -----------------------------------------------------------------------------------
 def _from_factor(F, residual_trace, products) -> LowRank:
-    U, sigma, _ = jnp.linalg.svd(F, full_matrices=False)
+    U, sigma, _ = np.linalg.svd(np.asarray(F, np.float64), full_matrices=False)
     return LowRank(U, sigma**2, float(residual_trace), products)
 
 
@@ -276,19 +280,20 @@ def rpcholesky(K, rank: int, *, key, block: int = 64, tol: float = 1e-12) -> Low
     rank = int(min(rank, n))
     residual = np.asarray(operator.diagonal(), np.float64).copy()
     initial = float(np.sum(residual))
-    F = np.zeros((n, 0))
+    F = np.zeros((n, rank))
+    filled = 0
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
     chosen = np.zeros(n, bool)
-    while F.shape[1] < rank:
+    while filled < rank:
         weights = np.clip(residual, 0, None)
         weights[chosen] = 0
         total = float(np.sum(weights))
         if total <= tol * initial:
             break
-        size = min(block, rank - F.shape[1], int(np.count_nonzero(weights)))
+        size = min(block, rank - filled, int(np.count_nonzero(weights)))
         pivots = rng.choice(n, size=size, replace=False, p=weights / total)
         chosen[pivots] = True
-        G = np.asarray(operator.columns(jnp.asarray(pivots)), np.float64) - F @ F[pivots].T
+        G = np.asarray(operator.columns(jnp.asarray(pivots)), np.float64) - F[:, :filled] @ F[pivots, :filled].T
         core = 0.5 * (G[pivots] + G[pivots].T)
         # An eigen-factor of the core (not a plain Cholesky): drops directions that rounding made dependent.
         lam, vec = np.linalg.eigh(core)
@@ -296,9 +301,11 @@ def rpcholesky(K, rank: int, *, key, block: int = 64, tol: float = 1e-12) -> Low
         if not np.any(keep):
             break
         new = G @ (vec[:, keep] / np.sqrt(lam[keep]))
-        F = np.concatenate([F, new], axis=1)
+        F[:, filled:filled + new.shape[1]] = new
+        filled += new.shape[1]
         residual = residual - np.sum(new**2, axis=1)
-    return _from_factor(jnp.asarray(F), max(float(np.sum(np.clip(residual, 0, None))), 0.0), 0)
+    F = F[:, :filled]
+    return _from_factor(F, max(float(np.sum(np.clip(residual, 0, None))), 0.0), 0)
 
 
 def nystrom(K, rank: int, *, key) -> LowRank:
@@ -317,21 +324,21 @@ def nystrom(K, rank: int, *, key) -> LowRank:
     U, sigma, _ = jnp.linalg.svd(B, full_matrices=False)
     sigma2 = jnp.maximum(sigma**2 - shift, 0.0)
     # The trace of what the sketch misses is unknown without the diagonal; the smallest kept value stands in.
-    return LowRank(U, sigma2, float(sigma2[-1]) * (n - rank), rank)
+    return LowRank(np.asarray(U, np.float64), np.asarray(sigma2, np.float64), float(sigma2[-1]) * (n - rank),
+                   rank)
 
 
 def _preconditioner(low_rank: LowRank | None, n: int):
-    """v -> (F F^T + mu I)^{-1} v, mu the mean residual eigenvalue (scale irrelevant to LOBPCG)."""
+    """R -> (F F^T + mu I)^{-1} R up to a factor mu, mu the mean residual eigenvalue (scale does not matter
+    to LOBPCG): R - U diag(sigma^2 / (sigma^2 + mu)) U^T R."""
     if low_rank is None:
         return lambda R: R
     U, sigma2 = low_rank.U, low_rank.sigma2
-    mu = max(low_rank.residual_trace / max(n - U.shape[1], 1), float(jnp.max(sigma2)) * 1e-14, 1e-300)
-    scale = mu / (sigma2 + mu)
+    mu = max(low_rank.residual_trace / max(n - U.shape[1], 1), float(np.max(sigma2)) * 1e-14, 1e-300)
+    damping = sigma2 / (sigma2 + mu)
 
-    @jax.jit
     def apply(R):
-        coefficients = U.T @ R
-        return R - U @ (coefficients * (1.0 - scale)[:, None])
+        return R - U @ ((U.T @ R) * damping[:, None])
 
     return apply
 
@@ -349,7 +356,7 @@ def _default_low_rank(operator, rank, key):
 # -- LOBPCG ----------------------------------------------------------------------------------------------------
 def _orthonormalize(S, KS, drop=_DROP):
     """Orthonormal basis of span(S) (SVQB, dependent directions dropped), with K times it."""
-    norms = jnp.linalg.norm(S, axis=0)
+    norms = np.linalg.norm(S, axis=0)
     keep = norms > 0
     S, KS, norms = S[:, keep], KS[:, keep], norms[keep]
     S, KS = S / norms, KS / norms
@@ -357,9 +364,26 @@ def _orthonormalize(S, KS, drop=_DROP):
         gram = np.asarray(S.T @ S, np.float64)
         lam, vec = np.linalg.eigh(0.5 * (gram + gram.T))
         keep = lam > drop * lam[-1]
-        C = jnp.asarray(vec[:, keep] / np.sqrt(lam[keep]), S.dtype)
+        C = vec[:, keep] / np.sqrt(lam[keep])
         S, KS = S @ C, KS @ C
     return S, KS
+
+
+def _rayleigh_ritz(S, KS, p: int) -> np.ndarray:
+    """Coefficients C (columns(S), p) of the p lowest Ritz vectors S C of K on span(S), S C orthonormal.
+
+    Generalised Rayleigh-Ritz through the Gram matrix S^T S (directions it cannot tell apart from 0 are
+    dropped), so S need not be orthonormal: near convergence the search directions are nearly dependent."""
+    norms = np.maximum(np.linalg.norm(S, axis=0), 1e-300)
+    gram = np.asarray((S / norms).T @ (S / norms), np.float64)
+    mu, U = np.linalg.eigh(0.5 * (gram + gram.T))
+    keep = mu > _DROP * mu[-1]
+    B = U[:, keep] / np.sqrt(mu[keep])
+    H = np.asarray((S / norms).T @ (KS / norms), np.float64)
+    H = B.T @ (0.5 * (H + H.T)) @ B
+    _, Y = np.linalg.eigh(H)
+    C = (B @ Y[:, :p]) / np.asarray(norms, np.float64)[:, None]
+    return C
 
 
 def _project_out(X, KX, S, KS):
@@ -386,10 +410,10 @@ def _lobpcg(operator, X0, k, apply_preconditioner, *, tol, floor, rounding, max_
         iteration += 1
         H = np.asarray(X.T @ KX, np.float64)
         theta, Y = np.linalg.eigh(0.5 * (H + H.T))
-        Yj = jnp.asarray(Y, X.dtype)
+        Yj = np.asarray(Y, X.dtype)
         X, KX = X @ Yj, KX @ Yj
-        R = KX - X * jnp.asarray(theta, X.dtype)[None, :]
-        r = np.asarray(jnp.linalg.norm(R, axis=0), np.float64)
+        R = KX - X * np.asarray(theta, X.dtype)[None, :]
+        r = np.asarray(np.linalg.norm(R, axis=0), np.float64)
         eigen = _certify(theta[:k], r[:k], theta, r, floor, rounding)
         if all(e.bound <= max(tol * abs(e.value), floor) + rounding for e in eigen):
             # Check with a fresh product: the tracked K X may have drifted from the true one.
@@ -402,25 +426,19 @@ def _lobpcg(operator, X0, k, apply_preconditioner, *, tol, floor, rounding, max_
             break
         W = apply_preconditioner(R)
         W, _ = _project_out(X, KX, W, W)
-        W = W / jnp.maximum(jnp.linalg.norm(W, axis=0), 1e-300)
+        W = W / np.maximum(np.linalg.norm(W, axis=0), 1e-300)
         KW = matvec(W)
         if P is None:
-            Z, KZ = W, KW
+            S, KS = np.concatenate([X, W], axis=1), np.concatenate([KX, KW], axis=1)
         else:
-            Z, KZ = jnp.concatenate([W, P], axis=1), jnp.concatenate([KW, KP], axis=1)
-        Z, KZ = _project_out(X, KX, Z, KZ)
-        Z, KZ = _orthonormalize(Z, KZ)
-        Z, KZ = _project_out(X, KX, Z, KZ)
-        S, KS = jnp.concatenate([X, Z], axis=1), jnp.concatenate([KX, KZ], axis=1)
-        H = np.asarray(S.T @ KS, np.float64)
-        values, vectors = np.linalg.eigh(0.5 * (H + H.T))
-        C = jnp.asarray(vectors[:, : X.shape[1]], X.dtype)
-        X_new, KX_new = S @ C, KS @ C
-        overlap = X.T @ X_new
-        P, KP = X_new - X @ overlap, KX_new - KX @ overlap
-        scale = jnp.maximum(jnp.linalg.norm(P, axis=0), 1e-300)
+            S, KS = np.concatenate([X, W, P], axis=1), np.concatenate([KX, KW, KP], axis=1)
+        C = _rayleigh_ritz(S, KS, X.shape[1])
+        X, KX = S @ C, KS @ C
+        # The new search direction: the part of the update outside the old block (Knyazev's P).
+        p = C.shape[1]
+        P, KP = S[:, p:] @ C[p:], KS[:, p:] @ C[p:]
+        scale = np.maximum(np.linalg.norm(P, axis=0), 1e-300)
         P, KP = P / scale, KP / scale
-        X, KX = X_new, KX_new
     if not converged:
         # Out of budget: certify the current block with a fresh product.
         X, theta, fresh, KX = _fresh_ritz(matvec, X)
@@ -439,7 +457,7 @@ def smallest(K, k: int = 1, *, key=None, tol: float = DEFAULT_TOLERANCE, rank: i
       k: how many.
       key: PRNG key (start block and pivots; default PRNGKey(0)).
       tol: relative certified error to reach (values at the floor stop there, flagged unresolved).
-      rank: rank of the preconditioner's low-rank part (default min(n // 4, 64 + 8 sqrt(n)); 0: none).
+      rank: rank of the preconditioner's low-rank part (default min(n / 4, 64 + 4 sqrt(n), 1024); 0: none).
       low_rank: a precomputed :class:`LowRank` (from :func:`rpcholesky` or :func:`nystrom`) to reuse.
       start: (n, p) block to start from (a warm start, e.g. the vectors of a neighbouring s).
       lambda_max_value: lambda_max if known (sets the floor); otherwise computed by :func:`lambda_max`.
@@ -460,16 +478,16 @@ def smallest(K, k: int = 1, *, key=None, tol: float = DEFAULT_TOLERANCE, rank: i
         lambda_max_value, products = top.eigenvalues[0].value, top.products
     floor = numerical_floor(lambda_max_value, n, floor_dtype or operator.dtype)
     if low_rank is None:
-        rank = int(min(n // 4, 64 + 8 * math.sqrt(n))) if rank is None else int(rank)
+        rank = int(min(n // 4, 64 + 4 * math.sqrt(n), 1024)) if rank is None else int(rank)
         low_rank = _default_low_rank(operator, rank, key_rank)
     products += 0 if low_rank is None else low_rank.products
     p = min(k + guard, n)
     if 3 * p > n:
         p = k
-    X0 = jax.random.normal(key_start, (n, p), operator.dtype)
+    X0 = np.asarray(jax.random.normal(key_start, (n, p), jnp.float64))
     if start is not None:
-        start = jnp.asarray(start, operator.dtype).reshape(n, -1)[:, :p]
-        X0 = X0.at[:, : start.shape[1]].set(start)
+        start = np.asarray(start, np.float64).reshape(n, -1)[:, :p]
+        X0[:, : start.shape[1]] = start
     apply = _preconditioner(low_rank, n)
     if start is None and low_rank is not None:
         X0 = apply(X0)
@@ -500,6 +518,64 @@ def lambda_min_path(operator, s_values, *, k: int = 1, key=None, tol: float = DE
         results.append(result)
         start = result.vectors
     return results
+
+
+class ExtremeSpectrum(NamedTuple):
+    """The k smallest and k largest eigenvalues of an operator, read like :class:`ntkhom.spectrum.Spectrum`."""
+
+    smallest: EigenResult
+    largest: EigenResult
+
+    @property
+    def n_computed(self) -> int:
+        return len(self.smallest.eigenvalues) + len(self.largest.eigenvalues)
+
+    @property
+    def lambda_min(self) -> CertifiedEigenvalue:
+        return self.smallest.eigenvalues[0]
+
+    @property
+    def lambda_max(self) -> CertifiedEigenvalue:
+        return self.largest.eigenvalues[-1]
+
+    @property
+    def floor(self) -> float:
+        return self.lambda_min.floor
+
+    @property
+    def resolved(self) -> bool:
+        return self.lambda_min.resolved
+
+    @property
+    def condition(self) -> float:
+        """lambda_max / lambda_min; inf when lambda_min is unresolved."""
+        return self.lambda_max.value / self.lambda_min.value if self.resolved else math.inf
+
+    def summary(self) -> dict:
+        return {
+            "lambda_min": self.lambda_min.value if self.resolved else None,
+            "lambda_min_bound": self.lambda_min.bound,
+            "lambda_max": self.lambda_max.value,
+            "lambda_max_bound": self.lambda_max.bound,
+            "condition": self.condition if self.resolved else None,
+            "floor": self.floor,
+            "resolved": self.resolved,
+            "products": self.smallest.products + self.largest.products,
+        }
+
+    def __str__(self) -> str:
+        return f"ExtremeSpectrum(lambda_min={self.lambda_min}, lambda_max={self.lambda_max})"
+
+
+def extreme_spectrum(K, k: int = 1, *, key=None, tol: float = DEFAULT_TOLERANCE, floor_dtype=None,
+                     **options) -> ExtremeSpectrum:
+    """The k largest (Lanczos) and k smallest (LOBPCG) eigenvalues with certificates."""
+    key = jax.random.PRNGKey(0) if key is None else key
+    key_top, key_bottom = jax.random.split(key)
+    top = largest(K, k, key=key_top, tol=tol, floor_dtype=floor_dtype)
+    bottom = smallest(K, k, key=key_bottom, tol=tol, lambda_max_value=top.eigenvalues[-1].value,
+                      floor_dtype=floor_dtype, **options)
+    return ExtremeSpectrum(bottom, top)
 
 
 # -- spectral density --------------------------------------------------------------------------------------------

@@ -142,13 +142,24 @@ def _kernel_dtype(K, dtype) -> np.dtype:
     return source if np.issubdtype(source, np.floating) else np.dtype(np.float64)
 
 
-def spectrum(K, *, dtype=None) -> Spectrum:
+def _is_operator(K) -> bool:
+    # A kernel operator (ntkhom.operators) rather than a matrix: solved iteratively by ntkhom.eigensolvers.
+    return hasattr(K, "matvec") and hasattr(K, "n")
+
+
+def spectrum(K, *, dtype=None, **options) -> Spectrum:
     """Every eigenvalue of a symmetric kernel matrix, in float64, with its floor.
 
     Args:
-      K: (n, n) symmetric matrix (JAX or NumPy, any float dtype).
+      K: (n, n) symmetric matrix (JAX or NumPy, any float dtype), or a kernel operator
+        (:mod:`ntkhom.operators`): then only the extremes are computed, with certificates
+        (:func:`ntkhom.eigensolvers.extreme_spectrum`, which takes ``options``).
       dtype: the precision K was computed in, if lower than K's own dtype (sets the floor).
     """
+    if _is_operator(K):
+        from ntkhom import eigensolvers
+
+        return eigensolvers.extreme_spectrum(K, floor_dtype=dtype, **options)
     kernel_dtype = _kernel_dtype(K, dtype)
     array = check_kernel(K)
     eigenvalues = np.linalg.eigvalsh(array)
@@ -156,13 +167,22 @@ def spectrum(K, *, dtype=None) -> Spectrum:
     return Spectrum(eigenvalues, floor, kernel_dtype.name)
 
 
-def lambda_min(K, *, dtype=None) -> Eigenvalue:
-    """Smallest eigenvalue (float64) with its floor."""
+def lambda_min(K, *, dtype=None, **options) -> Eigenvalue:
+    """Smallest eigenvalue (float64) with its floor; for an operator, iteratively with a certificate
+    (:func:`ntkhom.eigensolvers.lambda_min`, which takes ``options``)."""
+    if _is_operator(K):
+        from ntkhom import eigensolvers
+
+        return eigensolvers.lambda_min(K, floor_dtype=dtype, **options)
     return spectrum(K, dtype=dtype).lambda_min
 
 
-def lambda_max(K, *, dtype=None) -> Eigenvalue:
-    """Largest eigenvalue (float64) with its floor."""
+def lambda_max(K, *, dtype=None, **options) -> Eigenvalue:
+    """Largest eigenvalue (float64) with its floor; for an operator, by Lanczos with a certificate."""
+    if _is_operator(K):
+        from ntkhom import eigensolvers
+
+        return eigensolvers.lambda_max(K, floor_dtype=dtype, **options)
     return spectrum(K, dtype=dtype).lambda_max
 
 

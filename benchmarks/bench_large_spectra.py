@@ -1,0 +1,241 @@
+"""lambda_min and lambda_max of NTKs too large to form, from matrix-free products (ntkhom.operators and
+ntkhom.eigensolvers), against dense eigvalsh where that fits.
+
+Cases, on n points uniform on the sphere S^{d-1} in float64:
+  (a) the empirical NTK of the two-layer homotopy ReLU network (s = 1, width 8192, d = 32, hidden layer
+      trained; sign patterns bit-packed once);
+  (b) its infinite-width NTK (the arc-cosine kernel), assembled row block by row block in every product.
+
+Each (case, n) runs in its own process, so its peak memory is its own; dense eigvalsh runs in another.
+Reported: time, peak resident memory, products (columns multiplied by K), certified relative error, and,
+where a target is missed, what it would take: products needed x time per product against the machine's
+float64 matrix-product rate.
+
+    uv run python benchmarks/bench_large_spectra.py --n 5000
+    uv run python benchmarks/bench_large_spectra.py --n 20000 --case a --dense no
+    uv run python benchmarks/bench_large_spectra.py --n 1000000 --dense no   # on an accelerator
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(__file__))
+
+from _common import (  # noqa: E402
+    environment_line,
+    format_bytes,
+    format_seconds,
+    peak_memory_bytes,
+    reset_peak_memory,
+    run_isolated,
+)
+
+WIDTH = 8192
+DIM = 32
+#: Certified relative error the targets ask for.
+TARGET_TOLERANCE = 1e-6
+#: Dense eigvalsh runs where the matrix and LAPACK's workspace fit comfortably (float64, ~3 copies of K).
+DENSE_AUTO_MAX_N = 8000
+
+
+def _setup(case: str, n: int, seed: int):
+    import jax
+
+    from ntkhom import models, operators
+    from ntkhom.data import sphere
+
+    key_x, key_p = jax.random.split(jax.random.PRNGKey(seed))
+    x = sphere(key_x, n, DIM)
+    model = models.two_layer(WIDTH, s=1.0)
+    if case == "a":
+        params = model.init(key_p, DIM)
+        return operators.two_layer_ntk_operator(model, params, x), (model, params, x)
+    return operators.infinite_ntk_operator(model, x), (model, None, x)
+
+
+def _matmul_rate() -> float:
+    """float64 GF/s of a 2048^3 matrix product on this machine (best of three)."""
+    import jax
+    import jax.numpy as jnp
+
+    a = jax.random.normal(jax.random.PRNGKey(0), (2048, 2048), jnp.float64)
+    f = jax.jit(lambda a: a @ a)
+    jax.block_until_ready(f(a))
+    best = min(_timed(lambda: jax.block_until_ready(f(a))) for _ in range(3))
+    return 2 * 2048**3 / best / 1e9
+
+
+def _timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def _product_flops(case: str, n: int) -> float:
+    # (a) two matrix products of n x m x d per column; (b) the n x n x d Gram matrix per block of columns
+    # plus ~10 elementwise operations per kernel entry (counted as flops).
+    return 4.0 * n * DIM * WIDTH if case == "a" else 2.0 * n * n * DIM + 10.0 * n * n
+
+
+def worker_iterative(case: str, n: int, seed: int, tol: float, rank: int | None) -> dict:
+    import jax
+    import jax.numpy as jnp
+
+    from ntkhom import eigensolvers
+
+    jax.config.update("jax_enable_x64", True)
+    reset_peak_memory()
+    start = time.perf_counter()
+    operator, _ = _setup(case, n, seed)
+    jax.block_until_ready(operator)
+    setup_s = time.perf_counter() - start
+    # One product of one column and of a block of 8, for the time per product.
+    v = jnp.ones((n, 1), jnp.float64)
+    jax.block_until_ready(operator.matvec(v))
+    one = _timed(lambda: jax.block_until_ready(operator.matvec(v)))
+    V = jnp.ones((n, 8), jnp.float64)
+    jax.block_until_ready(operator.matvec(V))
+    eight = _timed(lambda: jax.block_until_ready(operator.matvec(V)))
+    top = eigensolvers.largest(operator, 1, tol=tol)
+    bottom = eigensolvers.smallest(operator, 1, tol=tol, rank=rank,
+                                   lambda_max_value=top.eigenvalues[0].value)
+    total = time.perf_counter() - start
+    lmax, lmin = top.eigenvalues[0], bottom.eigenvalues[0]
+    return {
+        "status": "ok", "case": case, "n": n, "setup_s": setup_s, "total_s": total,
+        "lambda_max": lmax.value, "lambda_max_bound": lmax.bound, "lambda_max_products": top.products,
+        "lambda_max_s": top.seconds, "lambda_min": lmin.value, "lambda_min_bound": lmin.bound,
+        "lambda_min_residual": lmin.residual, "lambda_min_products": bottom.products,
+        "lambda_min_s": bottom.seconds, "lambda_min_iterations": bottom.iterations,
+        "lambda_min_resolved": lmin.resolved, "floor": lmin.floor, "converged": bool(top.converged and
+                                                                                    bottom.converged),
+        "product_1_s": one, "product_8_s": eight, "peak_bytes": peak_memory_bytes(),
+    }
+
+
+def worker_dense(case: str, n: int, seed: int) -> dict:
+    import jax
+    import numpy as np
+
+    from ntkhom import kernels
+
+    jax.config.update("jax_enable_x64", True)
+    reset_peak_memory()
+    start = time.perf_counter()
+    _, (model, params, x) = _setup(case, n, seed)
+    if case == "a":
+        K = kernels.empirical_ntk_two_layer(model, params, x)
+    else:
+        K = kernels.closed_form_ntk_relu(x, s=1.0)
+    K = np.asarray(K)
+    build = time.perf_counter() - start
+    eigenvalues = np.linalg.eigvalsh(K)
+    return {"status": "ok", "build_s": build, "eigvalsh_s": time.perf_counter() - start - build,
+            "lambda_min": float(eigenvalues[0]), "lambda_max": float(eigenvalues[-1]),
+            "peak_bytes": peak_memory_bytes()}
+
+
+def _report(case: str, n: int, result: dict, dense: dict | None, rate: float, tol: float) -> None:
+    label = {"a": f"(a) empirical two-layer NTK, m = {WIDTH}", "b": "(b) infinite-width two-layer NTK"}[case]
+    print(f"\n{label}, n = {n}, d = {DIM}, float64")
+    if result.get("status") != "ok":
+        print(f"  iterative: {result.get('status')}")
+        return
+    lmax_rel = result["lambda_max_bound"] / abs(result["lambda_max"])
+    lmin_rel = result["lambda_min_bound"] / abs(result["lambda_min"])
+    print(f"  setup {format_seconds(result['setup_s'])}; one product: 1 column "
+          f"{format_seconds(result['product_1_s'])}, 8 columns {format_seconds(result['product_8_s'])} "
+          f"({_product_flops(case, n) * 8 / result['product_8_s'] / 1e9:.1f} GF/s vs matmul {rate:.1f} GF/s)")
+    print(f"  lambda_max = {result['lambda_max']:.12g} +- {result['lambda_max_bound']:.1e} (rel {lmax_rel:.1e}), "
+          f"{result['lambda_max_products']} products, {format_seconds(result['lambda_max_s'])}")
+    resolved = "" if result["lambda_min_resolved"] else "  UNRESOLVED (interval reaches the floor)"
+    print(f"  lambda_min = {result['lambda_min']:.12g} +- {result['lambda_min_bound']:.1e} (rel {lmin_rel:.1e}, "
+          f"residual {result['lambda_min_residual']:.1e}, floor {result['floor']:.1e}), "
+          f"{result['lambda_min_products']} products, {result['lambda_min_iterations']} LOBPCG iterations, "
+          f"{format_seconds(result['lambda_min_s'])}{resolved}")
+    print(f"  total {format_seconds(result['total_s'])}, peak memory {format_bytes(result['peak_bytes'])}, "
+          f"converged {result['converged']}")
+    if dense is not None:
+        if dense.get("status") != "ok":
+            print(f"  dense eigvalsh: {dense.get('status')}")
+        else:
+            dense_total = dense["build_s"] + dense["eigvalsh_s"]
+            print(f"  dense: build {format_seconds(dense['build_s'])} + eigvalsh {format_seconds(dense['eigvalsh_s'])}"
+                  f", peak {format_bytes(dense['peak_bytes'])}; lambda_min {dense['lambda_min']:.12g} "
+                  f"(|diff|/value {abs(dense['lambda_min'] - result['lambda_min']) / abs(dense['lambda_min']):.1e})"
+                  f", lambda_max {dense['lambda_max']:.12g} (|diff|/value "
+                  f"{abs(dense['lambda_max'] - result['lambda_max']) / abs(dense['lambda_max']):.1e})")
+            print(f"  ratio dense / matrix-free: time {dense_total / result['total_s']:.2f}x, "
+                  f"memory {dense['peak_bytes'] / result['peak_bytes']:.2f}x")
+    # Targets and, where missed, why.
+    misses = []
+    if max(lmax_rel, lmin_rel) > TARGET_TOLERANCE:
+        misses.append(f"certified error {max(lmax_rel, lmin_rel):.1e} > {TARGET_TOLERANCE:g} relative")
+    if result["peak_bytes"] and result["peak_bytes"] > 8 * 2**30:
+        misses.append(f"peak memory {format_bytes(result['peak_bytes'])} > 8 GiB")
+    if case == "a" and n >= 100_000 and result["total_s"] > 600:
+        misses.append(f"time {format_seconds(result['total_s'])} > 10 min")
+    if dense is not None and dense.get("status") == "ok" and result["total_s"] > dense["build_s"] + dense["eigvalsh_s"]:
+        misses.append("slower than dense eigvalsh")
+    if misses:
+        products = result["lambda_max_products"] + result["lambda_min_products"]
+        per_column = result["product_8_s"] / 8
+        ideal = _product_flops(case, n) / (rate * 1e9)
+        print(f"  target missed: {'; '.join(misses)}. Why: {products} products x {format_seconds(per_column)} "
+              f"per column = {format_seconds(products * per_column)}; at the machine's matmul rate a column "
+              f"would take {format_seconds(ideal)}")
+    else:
+        print(f"  targets met (certified to {TARGET_TOLERANCE:g} relative, < 8 GiB)")
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, nargs="+", default=[5000])
+    parser.add_argument("--case", choices=["a", "b", "both"], default="both")
+    parser.add_argument("--dense", choices=["auto", "yes", "no"], default="auto",
+                        help=f"dense eigvalsh for comparison (auto: n <= {DENSE_AUTO_MAX_N})")
+    parser.add_argument("--tol", type=float, default=TARGET_TOLERANCE / 10,
+                        help="relative certified error the solvers aim at")
+    parser.add_argument("--rank", type=int, default=None, help="rank of the low-rank preconditioner")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--timeout", type=float, default=4 * 3600)
+    parser.add_argument("--worker", choices=["iterative", "dense"], help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.worker:
+        case, n = args.case, args.n[0]
+        if args.worker == "iterative":
+            out = worker_iterative(case, n, args.seed, args.tol, args.rank)
+        else:
+            out = worker_dense(case, n, args.seed)
+        print(json.dumps(out))
+        return
+
+    import jax
+
+    jax.config.update("jax_enable_x64", True)
+    print(environment_line())
+    print(f"load: {os.getloadavg()}")
+    rate = _matmul_rate()
+    print(f"float64 matmul rate {rate:.1f} GF/s; tolerance {args.tol:g}; width {WIDTH}, d = {DIM}")
+    cases = ["a", "b"] if args.case == "both" else [args.case]
+    here = os.path.abspath(__file__)
+    for n in args.n:
+        for case in cases:
+            common = ["--case", case, "--n", str(n), "--seed", str(args.seed)]
+            rank = ["--rank", str(args.rank)] if args.rank else []
+            result = run_isolated([here, "--worker", "iterative", *common, "--tol", str(args.tol), *rank],
+                                  args.timeout)
+            dense = None
+            if args.dense == "yes" or (args.dense == "auto" and n <= DENSE_AUTO_MAX_N):
+                dense = run_isolated([here, "--worker", "dense", *common], args.timeout)
+            _report(case, n, result, dense, rate, args.tol)
+            print(f"  load after: {os.getloadavg()}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

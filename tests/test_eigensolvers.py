@@ -1,0 +1,126 @@
+"""Iterative extreme eigenvalues against dense eigvalsh: equal where resolved, flagged where not, and the
+certificates bracket the dense values.
+
+n = 700 (not 2000) keeps the file within the test-suite budget on two cores; the checks are the same."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from ntkhom import eigensolvers, models, operators, spectrum
+
+N, D = 700, 5
+
+
+def _sphere(n, d, seed=0):
+    x = np.asarray(jax.random.normal(jax.random.PRNGKey(seed), (n, d)))
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
+
+def _dense(op):
+    return np.asarray(op.matvec(jnp.eye(op.n)))
+
+
+def _check(result, dense_values):
+    """Resolved values equal the dense ones to 1e-8 relative; every certificate brackets its dense value;
+    unresolved ones lie at the floor."""
+    for found, exact in zip(result.eigenvalues, dense_values):
+        assert abs(found.value - exact) <= found.bound, (found, exact)
+        if found.resolved:
+            assert abs(found.value - exact) <= 1e-8 * abs(exact), (found, exact)
+        else:
+            assert exact <= found.floor + 2 * found.bound, (found, exact)
+
+
+@pytest.fixture(scope="module")
+def infinite():
+    op = operators.infinite_ntk_operator(models.two_layer(1, s=1.0), _sphere(N, D))
+    return op, np.linalg.eigvalsh(_dense(op))
+
+
+def test_largest_and_lambda_max(infinite):
+    op, exact = infinite
+    result = eigensolvers.largest(op, 5)
+    assert result.converged
+    _check(result, exact[-5:])
+    assert abs(spectrum.lambda_max(op).value - exact[-1]) <= 1e-8 * exact[-1]
+
+
+def test_smallest_and_lambda_min(infinite):
+    op, exact = infinite
+    result = eigensolvers.smallest(op, 5)
+    assert result.converged and all(e.resolved for e in result.eigenvalues)
+    _check(result, exact[:5])
+    # A residual without the gap is a weaker but rigorous certificate.
+    assert all(abs(e.value - x) <= e.residual + 1e-12 for e, x in zip(result.eigenvalues, exact))
+    bottom = spectrum.lambda_min(op)
+    assert abs(bottom.value - exact[0]) <= 1e-8 * exact[0]
+
+
+def test_clustered_spectrum_from_near_duplicate_points():
+    # Pairs of points 1e-4 apart: lambda_min ~ 1e-8 lambda_max, the 5 smallest in a tight cluster.
+    base = _sphere(N // 2, D, seed=1)
+    twins = base + 1e-4 * _sphere(N // 2, D, seed=2)
+    x = np.concatenate([base, twins / np.linalg.norm(twins, axis=1, keepdims=True)])
+    op = operators.infinite_ntk_operator(models.two_layer(1, s=1.0), x)
+    exact = np.linalg.eigvalsh(_dense(op))
+    _check(eigensolvers.smallest(op, 5, max_iterations=300), exact[:5])
+    _check(eigensolvers.largest(op, 5), exact[-5:])
+
+
+def test_rank_deficient_kernel_is_flagged():
+    # Width 10, d = 3: the hidden-layer kernel has rank <= 30 < n, so lambda_min = 0 to rounding.
+    model = models.two_layer(10, s=1.0)
+    x = _sphere(200, 3)
+    params = model.init(jax.random.PRNGKey(3), 3)
+    op = operators.two_layer_ntk_operator(model, params, x)
+    result = eigensolvers.smallest(op, 2, max_iterations=100)
+    assert not any(e.resolved for e in result.eigenvalues)
+    assert "unresolved" in str(result.eigenvalues[0])
+    assert not spectrum.lambda_min(op, max_iterations=100).resolved
+
+
+def test_lambda_min_along_s_warm_started_equals_dense():
+    model = models.two_layer(64, s=0.0, bias=True)
+    x = _sphere(300, 4, seed=4) * 1.5
+    params = model.init(jax.random.PRNGKey(5), 4)
+    op = operators.two_layer_ntk_operator(model, params, x)
+    results = eigensolvers.lambda_min_path(op, [0.5, 0.6], k=2)
+    for s, result in zip([0.5, 0.6], results):
+        _check(result, np.linalg.eigvalsh(_dense(op.at(s)))[:2])
+    # The warm start helps: the second solve needs no more products than a cold one.
+    cold = eigensolvers.smallest(op.at(0.6), 2)
+    assert results[1].products <= cold.products
+
+
+def test_spectrum_of_an_operator_and_nystrom_preconditioner():
+    model = models.mlp((6,), s=1.0)
+    x = _sphere(120, 3, seed=6)
+    params = model.init(jax.random.PRNGKey(7), 3)
+    op = operators.model_jacobian_ntk_operator(model, params, x)  # no cheap diagonal: Nystrom sketch
+    exact = np.linalg.eigvalsh(_dense(op))
+    extremes = spectrum.spectrum(op, k=2)
+    _check(extremes.smallest, exact[:2])
+    _check(extremes.largest, exact[-2:])
+    assert extremes.summary()["lambda_max"] == extremes.lambda_max.value
+
+
+def test_spectral_density_first_moment_is_exact():
+    op = operators.DenseOperator(jnp.asarray(np.diag(np.linspace(1.0, 2.0, 50))))
+    key = jax.random.PRNGKey(8)
+    density = eigensolvers.spectral_density(op, key=key, probes=4, steps=10)
+    assert np.allclose(density.weights.sum(axis=1), 1.0)
+    probes = [np.asarray(jax.random.rademacher(k, (50,), jnp.float64)) for k in jax.random.split(key, 4)]
+    moment = np.mean([v @ np.asarray(op.matrix) @ v / 50 for v in probes])
+    assert abs(density.integrate(lambda t: t) - moment) <= 1e-12
+    grid = np.linspace(0.0, 3.0, 301)
+    assert abs(np.trapezoid(density.smooth(grid, 0.05), grid) - 1.0) < 1e-6
+
+
+def test_bad_arguments():
+    op = operators.DenseOperator(jnp.eye(4))
+    with pytest.raises(ValueError, match="k must be between"):
+        eigensolvers.smallest(op, 5)
+    with pytest.raises(ValueError, match="square"):
+        eigensolvers.largest(np.ones((3, 4)))

@@ -1,0 +1,44 @@
+"""Krylov loss curves against the eigendecomposition formulas of ntkhom.theory."""
+
+import jax
+import numpy as np
+import pytest
+
+from ntkhom import krylov, models, operators, theory
+
+
+@pytest.fixture(scope="module")
+def problem():
+    x = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (150, 4))) * 1.2
+    op = operators.infinite_ntk_operator(models.two_layer(1, s=0.8, trained="all"), x)
+    K = np.asarray(op.matvec(np.eye(150)))
+    r0 = np.asarray(jax.random.normal(jax.random.PRNGKey(1), (150, 2)))
+    return op, K, r0
+
+
+def test_linearized_loss_equals_eigendecomposition(problem):
+    op, K, r0 = problem
+    eta = 1.9 / np.linalg.eigvalsh(K)[-1]  # near the stability limit: factors of both signs
+    steps = np.array([0, 1, 3, 40, 700, 20000])
+    curve = krylov.linearized_loss(op, r0, eta, steps)
+    exact = theory.linearized_loss(K, r0, eta, steps)
+    assert curve.converged
+    np.testing.assert_allclose(curve.loss, exact, rtol=1e-8)
+    assert np.all(np.abs(curve.loss - exact) <= np.maximum(curve.error, 1e-8 * exact))
+
+
+def test_flow_loss_equals_eigendecomposition(problem):
+    op, K, r0 = problem
+    times = np.array([0.0, 0.01, 1.0, 50.0, 3000.0])
+    curve = krylov.flow_loss(op, r0[:, 0], times)
+    np.testing.assert_allclose(curve.loss, theory.flow_loss(K, r0[:, 0], times), rtol=1e-8)
+
+
+def test_bad_arguments(problem):
+    op, _, r0 = problem
+    with pytest.raises(ValueError, match="learning_rate"):
+        krylov.linearized_loss(op, r0, -1.0, [1])
+    with pytest.raises(ValueError, match="r0 must have shape"):
+        krylov.flow_loss(op, r0[:10], [1.0])
+    with pytest.raises(ValueError, match="steps"):
+        krylov.flow_loss(op, r0, [-1.0])
