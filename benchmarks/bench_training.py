@@ -37,17 +37,46 @@ def _setup(n, d, m, seed=0):
     return model, x, y, model.init(key_p, d)
 
 
-def bench_ntkhom(model, x, y, params, lr, steps, fused=None):
+def bench_ntkhom(model, x, y, params, lr, steps, gradient="auto"):
     from ntkhom.solvers import driver
     from ntkhom.solvers.gradient import gradient_solver
 
-    solver = gradient_solver(model, x, y, learning_rate=lr, fused=fused)
-    kwargs = dict(steps=steps, record_every=steps, chunk=steps, progress=False, divergence_factor=None)
-    driver.run(solver, params, **kwargs)  # compile
+    solver = gradient_solver(model, learning_rate=lr, gradient=gradient)
+    kwargs = dict(steps=steps, record_every=steps, chunk=steps, divergence_factor=None)
+    driver.run(solver, params, (x, y), **kwargs)  # compile
     start = time.perf_counter()
-    result = driver.run(solver, params, **kwargs)
+    result = driver.run(solver, params, (x, y), **kwargs)
     jax.block_until_ready(result.params)
     return steps / (time.perf_counter() - start), result.final_loss
+
+
+def bench_step(model, x, y, params, lr, steps, kind):
+    """Steps/s of one GD step alone in a compiled ``lax.scan`` (no driver): the hand-written analytic step
+    (pure JAX), autodiff (``jax.grad``), or the C++ FFI kernel while it exists."""
+    from ntkhom.solvers.gradient import two_layer_gradient
+
+    hidden, out = params
+    if kind == "fused":
+        from ntkhom.solvers import native  # removed once the analytic step matched it (see README)
+
+        if not native.available():
+            return None, None
+        xs = x  # the first layer's scale is sqrt(d) / sqrt(d) = 1
+        a = out["W"][:, 0] / np.sqrt(hidden["W"].shape[1])
+        step = lambda W: native.two_layer_gd_step(xs, y[:, 0], W, a, 1.0, lr, slopes=(0.0, 1.0))  # noqa: E731
+    elif kind == "analytic":
+        def step(W):
+            return W - lr * two_layer_gradient(model, ({"W": W}, out), x, y, 1.0)[0]["W"]
+    else:
+        def step(W):
+            loss = lambda W: 0.5 * jnp.sum((model.apply(({"W": W}, out), x) - y) ** 2)  # noqa: E731
+            return W - lr * jax.grad(loss)(W)
+    run = jax.jit(lambda W: jax.lax.scan(lambda W, _: (step(W), None), W, None, length=steps)[0])
+    jax.block_until_ready(run(hidden["W"]))  # compile
+    start = time.perf_counter()
+    W = jax.block_until_ready(run(hidden["W"]))
+    rate = steps / (time.perf_counter() - start)
+    return rate, float(0.5 * jnp.sum((model.apply(({"W": W}, out), x) - y) ** 2))
 
 
 def bench_optax(model, x, y, params, lr, steps):
