@@ -36,9 +36,10 @@ import jax.numpy as jnp
 import optax
 
 from ntkhom.activations import check_s, homotopy, homotopy_derivative
+from ntkhom.data import check_inputs, check_targets
 from ntkhom.losses import LOSSES, REDUCTIONS, accuracy
 from ntkhom.models import HomotopyMLP
-from ntkhom.solvers.base import Solver, default_key, dtype_of
+from ntkhom.solvers.base import Solver, default_key, dtype_of, is_concrete
 
 __all__ = ["GradientSolver", "GradientState", "gradient_solver", "optimizer_by_name", "OPTIMIZERS",
            "GRADIENTS", "check_learning_rate", "two_layer_gradient", "analytic_gradient_problem"]
@@ -214,6 +215,12 @@ class GradientSolver(Solver):
             self.model.trainable(params))
 
     def init(self, params, batch) -> GradientState:
+        x, y = check_batch(self.model, batch)
+        if is_concrete(batch):  # values are checked where they are known, never on tracers
+            check_targets(y, check_inputs(x).shape[0])
+        if x.shape[1] != params[0]["W"].shape[0]:
+            raise ValueError(f"inputs have {x.shape[1]} features but the parameters expect "
+                             f"d = {params[0]['W'].shape[0]}")
         dtype = dtype_of(params)
         opt_state = self.optimizer.init(self.model.trainable(params))
         injected = _injected_learning_rate(opt_state)
