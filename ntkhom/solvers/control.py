@@ -24,6 +24,9 @@ def rare_cond(pred, true_fn, false_fn, operand):
     """``lax.cond(pred, true_fn, false_fn, operand)``, with ``true_fn`` skipped under vmap when no member's
     ``pred`` holds.
 
+    ``true_fn`` and ``false_fn`` must not close over traced values (JAX's custom batching cannot batch
+    them): pass everything they read through ``operand``.
+
     Differentiable in ``operand`` (forward and reverse mode) when not batched, and under ``vmap(grad(...))``;
     ``grad(vmap(...))`` is not supported by JAX's custom batching (write it as ``vmap(grad(...))``).
     """

@@ -253,15 +253,16 @@ class HrtaSolver(Solver):
             # a switch happens when this step completed stage p and another stage follows
             switching = (t_next == self._ends()[p]) & (p < n_stages - 1)
 
-            def make_switch(operands):
-                params, switch_loss = operands
+            def make_switch(operands):  # no traced value from outside: rare_cond's rule needs them as operands
+                params, switch_loss, batch, s_value, s_next, p = operands
                 before = self.objective(params, batch, s_value)
                 if self.transition == "refit_output":
                     params = self.refit(params, batch, s_next)
                 after = self.objective(params, batch, s_next)
-                return params, switch_loss.at[p].set(jnp.stack([before, after]))
+                return params, switch_loss.at[p].set(jnp.stack([before, after])), batch, s_value, s_next, p
 
-            params, switch_loss = rare_cond(switching, make_switch, lambda ops: ops, (params, switch_loss))
+            operands = (params, switch_loss, batch, s_value, s_next, p)
+            params, switch_loss, *_ = rare_cond(switching, make_switch, lambda ops: ops, operands)
         p_next = self.stage_of(t_next)
         return params, state._replace(step=t_next, s=s_next, learning_rate=state.stage_lr[p_next],
                                       opt_states=opt_states, switch_loss=switch_loss)
