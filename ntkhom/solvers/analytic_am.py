@@ -397,7 +397,7 @@ class AnalyticAM(Solver):
         if is_concrete(batch):
             x, y = check_am_data(x, y)
         if jnp.ndim(y) != 2 or jnp.shape(y)[1] != self.model.out_dim:
-            raise ValueError(f"targets must be (n, {self.model.out_dim}), got shape {jnp.shape(y)}")
+            raise ValueError(f"targets must be (n, out_dim = {self.model.out_dim}), got shape {jnp.shape(y)}")
         return augment(x, self.model.b_std is not None), y.astype(x.dtype)
 
     def init(self, params, batch) -> AnalyticAMState:

@@ -238,7 +238,7 @@ class TIAM(Solver):
                 raise ValueError(f"alternating minimization needs at least 2 samples, got n = {x.shape[0]}")
             y = check_targets(y, x.shape[0], "y")
         if jnp.ndim(y) != 2 or jnp.shape(y)[1] != self.model.out_dim:
-            raise ValueError(f"targets must be (n, {self.model.out_dim}), got shape {jnp.shape(y)}")
+            raise ValueError(f"targets must be (n, out_dim = {self.model.out_dim}), got shape {jnp.shape(y)}")
         return x, y.astype(x.dtype)
 
     def _forward(self, Ws, bs, s, x):
