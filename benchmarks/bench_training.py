@@ -1,18 +1,22 @@
 """Steps per second of full-batch gradient descent on a two-layer homotopy network.
 
 Compares, in one process and on the same data and initialization:
-  * ntkhom: ``ntkhom.solvers.driver.run`` of ``gradient_solver`` (chunked, compiled ``lax.scan``; its default
-    step, which is the fused C++ kernel of ``ntkhom.solvers.native`` where that applies, see the header line);
+  * the GD step alone in a compiled ``lax.scan``, three ways: the hand-written closed-form gradient in pure JAX
+    (``ntkhom.solvers.gradient.two_layer_gradient``), autodiff (``jax.grad``), and the C++ XLA FFI kernel
+    (``ntkhom.solvers.native``) where that module still exists (it was removed once the pure-JAX step measured
+    within 25% of it at paper size; README gives the figures);
+  * ntkhom: ``ntkhom.solvers.driver.run`` of ``gradient_solver`` (chunked, compiled ``lax.scan``, its default
+    closed-form step);
   * a per-step jitted optax loop (``optax.sgd``; Python calls one compiled step per iteration);
   * a plain PyTorch loop (autograd, ``W -= lr * W.grad``), when torch is importable;
 and a grid of 64 runs (16 seeds x 4 values of s) run as one vmapped batch (``run_batch``) against the same
-64 runs one after another (each a compiled ``driver.run``; compilation is shared and excluded). Two more
-measurements say why the figures are what they are: the large size with the fused step forced (``fused=True``), and
-the fused step alone, one run against 64 vmapped runs, with no driver around it.
+64 runs one after another (each a compiled ``driver.run``; compilation is shared and excluded).
 
-Usage: ``uv run python benchmarks/bench_training.py [--large-steps 20] [--float64]``
+Usage: ``uv run python benchmarks/bench_training.py [--repeats 5] [--float64]``
 (torch is not a dependency of ntkhom; install a wheel into your own environment to include it).
-Compilation is excluded from every timing (each variant is run once before it is timed).
+Compilation is excluded from every timing (each variant is run once before it is timed). The step-alone
+variants are timed interleaved, round by round, so a change in machine load hits all of them alike; the
+best and the median over the rounds are printed.
 """
 
 from __future__ import annotations
@@ -151,40 +155,23 @@ def bench_grid(model, x, y, lr, steps, seeds=16, s_values=(0.5, 1.0, 1.5, 1.9)):
     from ntkhom.solvers import driver
     from ntkhom.solvers.gradient import gradient_solver
 
-    solver = gradient_solver(model, x, y, learning_rate=lr)
+    solver = gradient_solver(model, learning_rate=lr)
     params = [model.init(jax.random.PRNGKey(seed), x.shape[1]) for seed in range(seeds) for _ in s_values]
-    states = [solver.init(p) | {"s": jnp.asarray(s, x.dtype)} for p, s in zip(params, list(s_values) * seeds)]
-    kwargs = dict(steps=steps, record_every=50, chunk=steps, progress=False)
+    states = [solver.init(p, (x, y))._replace(s=jnp.asarray(s, x.dtype))
+              for p, s in zip(params, list(s_values) * seeds)]
+    kwargs = dict(steps=steps, record_every=50, chunk=steps)
     batch_params, batch_states = driver.stack(params), driver.stack(states)
-    driver.run_batch(solver, batch_params, batch_states, **kwargs)  # compile
+    driver.run_batch(solver, batch_params, (x, y), batch_states, **kwargs)  # compile
     start = time.perf_counter()
-    batch = driver.run_batch(solver, batch_params, batch_states, **kwargs)
+    batch = driver.run_batch(solver, batch_params, (x, y), batch_states, **kwargs)
     jax.block_until_ready(batch.params)
     vmapped = time.perf_counter() - start
-    driver.run(solver, params[0], states[0], **kwargs)  # compile
+    driver.run(solver, params[0], (x, y), states[0], **kwargs)  # compile
     start = time.perf_counter()
     for p, st in zip(params, states):
-        jax.block_until_ready(driver.run(solver, p, st, **kwargs).params)
+        jax.block_until_ready(driver.run(solver, p, (x, y), st, **kwargs).params)
     sequential = time.perf_counter() - start
     return vmapped, sequential, len(params)
-
-
-def bench_kernel(x, y, params, steps, batch):
-    """Microseconds per run-step of the fused step alone (a compiled ``lax.scan`` of it, no driver): one run,
-    or ``batch`` runs vmapped into one call. What batching gains inside the kernel, apart from per-call
-    overhead of the driver; the vmapped runs start from different W."""
-    from ntkhom.solvers import native
-
-    W, a = params[0]["W"], params[1]["W"][:, 0] / np.sqrt(params[0]["W"].shape[1])
-    step = lambda W: native.two_layer_gd_step(x, y[:, 0], W, a, 1.0, 1e-3, slopes=(0.0, 1.0))  # noqa: E731
-    if batch > 1:
-        W = jnp.broadcast_to(W, (batch, *W.shape)) * (1 + jnp.arange(batch)[:, None, None] / batch)
-        step = jax.vmap(step)
-    run = jax.jit(lambda W: jax.lax.scan(lambda W, _: (step(W), None), W, None, length=steps)[0])
-    jax.block_until_ready(run(W))  # compile
-    start = time.perf_counter()
-    jax.block_until_ready(run(W))
-    return (time.perf_counter() - start) / (steps * batch) * 1e6
 
 
 def _best(bench, repeats, *args):
@@ -196,17 +183,23 @@ def _best(bench, repeats, *args):
     return max(results, key=lambda r: r[0])
 
 
+def _native_present() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("ntkhom.solvers.native") is not None
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--paper-steps", type=int, default=2000)
-    parser.add_argument("--large-steps", type=int, default=10)
-    parser.add_argument("--large", type=int, nargs=3, default=[4000, 32, 8192], metavar=("N", "D", "M"))
     parser.add_argument("--grid-steps", type=int, default=500)
-    parser.add_argument("--repeats", type=int, default=3, help="timed runs per method; the best is reported")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds per method; best and median shown")
     parser.add_argument("--float64", action="store_true", help="run in float64 (default float32)")
     args = parser.parse_args()
     if args.float64:
         jax.config.update("jax_enable_x64", True)
+    import os
+
     import optax
 
     try:
@@ -217,36 +210,53 @@ def main():
         torch_version = "torch not installed"
     dtype = "float64" if args.float64 else "float32"
     print(f"python {platform.python_version()}, jax {jax.__version__}, optax {optax.__version__}, {torch_version}")
-    print(f"device {jax.devices()[0]}, dtype {dtype}, machine {platform.machine()}; compilation excluded; "
-          f"best of {args.repeats} timed runs per method")
-    from ntkhom.solvers import native
-    from ntkhom.solvers.gradient import FUSED_MAX_WORK
-
-    fused = "available" if native.available() else f"unavailable ({native.unavailable_reason()})"
-    print(f"fused GD step: {fused}; used by default where n*d*m <= {FUSED_MAX_WORK}")
+    print(f"device {jax.devices()[0]}, dtype {dtype}, machine {platform.machine()}, {os.cpu_count()} CPUs, "
+          f"load average {os.getloadavg()[0]:.1f}; compilation excluded")
+    print()
+    n, d, m, lr, steps = 100, 10, 1000, 0.02, args.paper_steps
+    model, x, y, params = _setup(n, d, m)
+    kinds = ["analytic", "autodiff"] + (["fused"] if _native_present() else [])
+    rates = {kind: [] for kind in kinds}
+    losses = {}
+    for _ in range(args.repeats):  # interleaved rounds
+        for kind in kinds:
+            rate, losses[kind] = bench_step(model, x, y, params, lr, steps, kind)
+            if rate is not None:
+                rates[kind].append(rate)
+    print(f"GD step alone at paper size n={n} d={d} m={m}, {steps} steps in one compiled scan, "
+          f"{args.repeats} interleaved rounds:")
+    print()
+    print("| step | best steps/s | median steps/s | final loss |")
+    print("|---|---|---|---|")
+    names = {"analytic": "closed-form gradient, pure JAX (default)", "autodiff": "autodiff (jax.grad)",
+             "fused": "C++ XLA FFI kernel (CPU only)"}
+    for kind in kinds:
+        if rates[kind]:
+            print(f"| {names[kind]} | {max(rates[kind]):.0f} | {np.median(rates[kind]):.0f} | {losses[kind]:.6g} |")
+        else:
+            print(f"| {names[kind]} | unavailable | | |")
+    if not _native_present():
+        print("| C++ XLA FFI kernel | removed: the pure-JAX closed-form step measured within 25% of it at this "
+              "size (README) | | |")
+    elif rates.get("fused"):
+        ratio = np.median(rates["analytic"]) / np.median(rates["fused"])
+        print(f"\npure-JAX / C++ (medians): {ratio:.2f} (the C++ kernel is dropped if >= 0.8)")
     print()
     print("| problem | steps | ntkhom steps/s | optax loop steps/s | torch loop steps/s | ntkhom / optax | "
           "ntkhom / torch |")
     print("|---|---|---|---|---|---|---|")
-    for label, (n, d, m), steps, lr in (("paper", (100, 10, 1000), args.paper_steps, 0.02),
-                                        ("large", tuple(args.large), args.large_steps, 1e-4)):
-        model, x, y, params = _setup(n, d, m)
-        ours, loss_ours = _best(bench_ntkhom, args.repeats, model, x, y, params, lr, steps)
-        optax_rate, loss_optax = _best(bench_optax, args.repeats, model, x, y, params, lr, steps)
-        torch_rate, loss_torch = _best(bench_torch, args.repeats, model, x, y, params, lr, steps)
-        # same data, same start, same steps: the final losses must agree (a check that all three do GD)
-        assert np.isclose(loss_ours, loss_optax, rtol=1e-3), (loss_ours, loss_optax)
-        if torch_rate is not None:
-            assert np.isclose(loss_ours, loss_torch, rtol=1e-2), (loss_ours, loss_torch)
-        torch_text = f"{torch_rate:.1f}" if torch_rate else "torch not installed"
-        ratio_torch = f"{ours / torch_rate:.2f}x" if torch_rate else "-"
-        print(f"| {label} n={n} d={d} m={m} | {steps} | {ours:.1f} | {optax_rate:.1f} | {torch_text} | "
-              f"{ours / optax_rate:.2f}x | {ratio_torch} |", flush=True)
-        if label == "large" and native.available():  # why the default leaves large problems to XLA
-            forced, _ = _best(bench_ntkhom, args.repeats, model, x, y, params, lr, steps, True)
-            ratio_forced = f"{forced / torch_rate:.2f}x" if torch_rate else "-"
-            print(f"| large, fused=True | {steps} | {forced:.1f} | | | {forced / optax_rate:.2f}x | "
-                  f"{ratio_forced} |", flush=True)
+    ours, loss_ours = _best(bench_ntkhom, args.repeats, model, x, y, params, lr, steps)
+    optax_rate, loss_optax = _best(bench_optax, args.repeats, model, x, y, params, lr, steps)
+    torch_rate, loss_torch = _best(bench_torch, args.repeats, model, x, y, params, lr, steps)
+    # same data, same start, same steps: the final losses must agree (a check that all of them do GD)
+    assert np.isclose(loss_ours, loss_optax, rtol=1e-3), (loss_ours, loss_optax)
+    assert np.isclose(loss_ours, losses["analytic"], rtol=1e-3), (loss_ours, losses["analytic"])
+    if torch_rate is not None:
+        assert np.isclose(loss_ours, loss_torch, rtol=1e-2), (loss_ours, loss_torch)
+    torch_text = f"{torch_rate:.1f}" if torch_rate else "torch not installed"
+    ratio_torch = f"{ours / torch_rate:.2f}x" if torch_rate else "-"
+    print(f"| paper n={n} d={d} m={m} | {steps} | {ours:.1f} | {optax_rate:.1f} | {torch_text} | "
+          f"{ours / optax_rate:.2f}x | {ratio_torch} |", flush=True)
     print()
     print("| grid of 64 runs (16 seeds x 4 s) | steps each | vmapped (s) | one after another (s) | speed-up |")
     print("|---|---|---|---|---|")
@@ -256,15 +266,6 @@ def main():
         vmapped, sequential, count = bench_grid(model, x, y, 0.02, args.grid_steps)
         print(f"| n={n} d={d} m={m} | {args.grid_steps} | {vmapped:.2f} | {sequential:.2f} | "
               f"{sequential / vmapped:.2f}x |", flush=True)
-    if native.available():
-        print()
-        print("| fused step alone (no driver) | one run (us/step) | 64 runs vmapped (us/run-step) | ratio |")
-        print("|---|---|---|---|")
-        for n, d, m in ((100, 10, 1000), (20, 5, 64)):
-            _, x, y, params = _setup(n, d, m)
-            lone = min(bench_kernel(x, y, params, args.grid_steps, 1) for _ in range(args.repeats))
-            batched = min(bench_kernel(x, y, params, args.grid_steps, 64) for _ in range(args.repeats))
-            print(f"| n={n} d={d} m={m} | {lone:.2f} | {batched:.2f} | {lone / batched:.2f}x |", flush=True)
 
 
 if __name__ == "__main__":
