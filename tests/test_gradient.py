@@ -252,5 +252,34 @@ def test_bad_input_is_refused(data):
         solver.init(params, (x.at[0, 0].set(jnp.nan), y))
     with pytest.raises(ValueError, match="out_dim"):
         solver.init(params, (x, jnp.ones((10, 3))))
-    with pytest.raises(TypeError, match="HomotopyMLP"):
-        gradient_solver(lambda p, x: x, learning_rate=0.1)
+    with pytest.raises(ValueError, match="give s="):
+        gradient_solver(lambda p, x, s: x, learning_rate=0.1)
+    with pytest.raises(ValueError, match="no homotopy parameter"):
+        gradient_solver(lambda p, x: x, learning_rate=0.1, s=0.5)
+    with pytest.raises(ValueError, match="HomotopyMLP"):
+        gradient_solver(lambda p, x: x, learning_rate=0.1, gradient="analytic")
+
+
+def test_any_network_trains_like_the_same_homotopy_mlp(data):
+    """The same two-layer network written as a plain function f(params, x, s), trained with a predicate
+    that freezes the output layer, follows the HomotopyMLP run (closed-form gradient) to rounding."""
+    x, y = data
+    model = two_layer(24, s=0.6)
+    params = model.init(jax.random.PRNGKey(12), 4)
+
+    def f(p, x, s):
+        z = x @ p[0]["W"]  # first-layer scale sqrt(d) / sqrt(d) = 1
+        return (z + s * (jnp.maximum(z, 0) - z)) @ p[1]["W"] / jnp.sqrt(24.0)
+
+    hidden_only = lambda path: path[0].idx == 0  # noqa: E731
+    ours = driver.run(gradient_solver(model, learning_rate=0.1, optimizer="momentum"), params, (x, y), steps=40)
+    theirs_solver = gradient_solver(f, learning_rate=0.1, optimizer="momentum", s=0.6, trained=hidden_only)
+    assert theirs_solver.gradient == "autodiff"
+    theirs = driver.run(theirs_solver, params, (x, y), steps=40)
+    np.testing.assert_allclose(theirs.loss, ours.loss, rtol=1e-10)
+    np.testing.assert_allclose(theirs.params[0]["W"], ours.params[0]["W"], rtol=1e-10, atol=1e-12)
+    np.testing.assert_array_equal(theirs.params[1]["W"], params[1]["W"])
+    # a pytree of bools works as well and hashes by value
+    mask = ({"W": True}, {"W": False})
+    assert gradient_solver(f, learning_rate=0.1, s=0.6, trained=mask) == gradient_solver(
+        f, learning_rate=0.1, s=0.6, trained=({"W": True}, {"W": False}))

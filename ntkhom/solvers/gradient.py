@@ -1,12 +1,14 @@
-"""Gradient descent and optax optimizers on homotopy networks, as a :class:`Solver`.
+"""Gradient descent and optax optimizers on any network, as a :class:`Solver`.
 
-For a :class:`ntkhom.models.HomotopyMLP` ``model`` and a batch ``(x, y)`` (x (n, d), y (n, k)) the objective
-is
+For a network (anything :func:`ntkhom.networks.as_network` accepts: a :class:`ntkhom.models.HomotopyMLP`, a
+stax triple, a Flax module, a function ``f(params, x[, s])``) and a batch ``(x, y)`` (x (n, d), y (n, k)) the
+objective is
 
-    L(theta) = loss(model.apply(params(theta), x, s), y),
+    L(theta) = loss(apply(params(theta), x, s), y),
 
-where theta = ``model.trainable(params)`` (the hidden layers in the HRTA / Du et al. setting, every layer
-with ``trained="all"``) and the rest of ``params`` stays frozen. One step is an optax step:
+where theta are the trained leaves of ``params`` (``trained``; for a ``HomotopyMLP`` by default the hidden
+layers in the HRTA / Du et al. setting, every layer with ``trained="all"``) and the rest stays frozen. One
+step is an optax step:
 
     u, opt_state = optimizer.update(grad L(theta), opt_state, theta);   theta <- theta + u.
 
@@ -35,6 +37,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from ntkhom import networks
 from ntkhom.activations import check_s, homotopy, homotopy_derivative
 from ntkhom.data import check_inputs, check_targets
 from ntkhom.losses import LOSSES, REDUCTIONS, accuracy
@@ -107,12 +110,25 @@ def _with_learning_rate(opt_state, learning_rate):
     return opt_state._replace(hyperparams=hyperparams)
 
 
-def _check_model(model) -> None:
-    if not isinstance(model, HomotopyMLP):
-        raise TypeError(f"model must be an ntkhom.models.HomotopyMLP, got {type(model).__name__}")
+@dataclasses.dataclass(frozen=True)
+class _FrozenMask:
+    """A pytree of bools kept hashable (treedef and leaves), so solvers holding it compare by value."""
+
+    treedef: Any
+    leaves: tuple[bool, ...]
+
+    def tree(self):
+        return jax.tree.unflatten(self.treedef, self.leaves)
 
 
-def check_batch(model: HomotopyMLP, batch):
+def _hashable_trained(trained):
+    if trained is None or isinstance(trained, bool | str) or callable(trained):
+        return trained
+    leaves, treedef = jax.tree.flatten(trained)
+    return _FrozenMask(treedef, tuple(bool(leaf) for leaf in leaves))
+
+
+def check_batch(model: HomotopyMLP | None, batch):
     """(x, y) from a batch, checked where the values are concrete (shapes always)."""
     if not isinstance(batch, tuple | list) or len(batch) != 2:
         raise TypeError(f"batch must be a pair (x, y), got {type(batch).__name__}")
@@ -120,7 +136,7 @@ def check_batch(model: HomotopyMLP, batch):
     if jnp.ndim(x) != 2 or jnp.ndim(y) != 2 or jnp.shape(x)[0] != jnp.shape(y)[0]:
         raise ValueError(f"batch needs x (n, d) and y (n, k) with the same n, got shapes {jnp.shape(x)} and "
                          f"{jnp.shape(y)}")
-    if jnp.shape(y)[1] != model.out_dim:
+    if model is not None and jnp.shape(y)[1] != model.out_dim:
         raise ValueError(f"targets have {jnp.shape(y)[1]} columns but the model has out_dim = {model.out_dim}")
     return x, y
 
@@ -183,13 +199,13 @@ def two_layer_gradient(model: HomotopyMLP, params, x, y, s, reduction: str = "su
 
 @dataclasses.dataclass(frozen=True)
 class GradientSolver(Solver):
-    """Training of ``model`` with an optax optimizer (module docstring); build it with :func:`gradient_solver`.
+    """Training of a network with an optax optimizer (module docstring); build it with :func:`gradient_solver`.
 
-    State: :class:`GradientState`. Metrics: ``"s"``, the gradient norm ``"grad_norm"``, and ``"accuracy"`` for
-    cross-entropy.
+    State: :class:`GradientState` (``s`` is NaN for a network without a homotopy parameter). Metrics: ``"s"``,
+    the gradient norm ``"grad_norm"``, and ``"accuracy"`` for cross-entropy.
     """
 
-    model: HomotopyMLP
+    network: networks.Network
     optimizer: optax.GradientTransformation
     label: str
     learning_rate: float | None
@@ -197,32 +213,47 @@ class GradientSolver(Solver):
     loss_name: str = "squared"
     reduction: str = "sum"
     gradient: str = "autodiff"
+    trained: Any = None
 
     @property
     def name(self) -> str:
         return self.label
 
+    @property
+    def model(self) -> HomotopyMLP | None:
+        return self.network.model
+
+    def _trained(self):
+        return self.trained.tree() if isinstance(self.trained, _FrozenMask) else self.trained
+
+    def split(self, params):
+        """``(trainable, frozen)`` of ``params`` (None in place of the other part's leaves)."""
+        return self.network.partition(params, self._trained())
+
     def objective(self, params, batch, s):
         x, y = check_batch(self.model, batch)
-        return LOSSES[self.loss_name](self.model.apply(params, x, s), y, reduction=self.reduction)
+        out = self.network.apply(params, x, s if self.network.accepts_s else None)
+        return LOSSES[self.loss_name](out, y, reduction=self.reduction)
 
     def gradient_of(self, params, batch, s):
-        """Gradient of the objective w.r.t. ``model.trainable(params)``."""
+        """Gradient of the objective w.r.t. the trained leaves (None at the frozen ones)."""
         if self.gradient == "analytic":
             x, y = check_batch(self.model, batch)
-            return two_layer_gradient(self.model, params, x, y, s, self.reduction)
-        return jax.grad(lambda trainable: self.objective(self.model.combine(trainable, params), batch, s))(
-            self.model.trainable(params))
+            grads = two_layer_gradient(self.model, params, x, y, s, self.reduction)
+            frozen = tuple(jax.tree.map(lambda _: None, layer) for layer in params[len(grads):])
+            return tuple(grads) + frozen
+        trainable, frozen = self.split(params)
+        return jax.grad(lambda t: self.objective(networks.combine(t, frozen), batch, s))(trainable)
 
     def init(self, params, batch) -> GradientState:
         x, y = check_batch(self.model, batch)
         if is_concrete(batch):  # values are checked where they are known, never on tracers
             check_targets(y, check_inputs(x).shape[0])
-        if x.shape[1] != params[0]["W"].shape[0]:
+        if self.model is not None and x.shape[1] != params[0]["W"].shape[0]:
             raise ValueError(f"inputs have {x.shape[1]} features but the parameters expect "
                              f"d = {params[0]['W'].shape[0]}")
         dtype = dtype_of(params)
-        opt_state = self.optimizer.init(self.model.trainable(params))
+        opt_state = self.optimizer.init(self.split(params)[0])
         injected = _injected_learning_rate(opt_state)
         learning_rate = jnp.nan if injected is None else injected
         return GradientState(step=jnp.zeros((), jnp.int32), s=jnp.asarray(self.s, dtype),
@@ -230,12 +261,12 @@ class GradientSolver(Solver):
                              opt_state=opt_state)
 
     def step(self, params, state, batch):
-        trainable = self.model.trainable(params)
+        trainable, frozen = self.split(params)
         grads = self.gradient_of(params, batch, state.s)
         opt_state = _with_learning_rate(state.opt_state, state.learning_rate)
         updates, opt_state = self.optimizer.update(grads, opt_state, trainable)
         trainable = optax.apply_updates(trainable, updates)
-        return self.model.combine(trainable, params), state._replace(step=state.step + 1, opt_state=opt_state)
+        return networks.combine(trainable, frozen), state._replace(step=state.step + 1, opt_state=opt_state)
 
     def loss(self, params, state, batch):
         return self.objective(params, batch, state.s)
@@ -244,14 +275,16 @@ class GradientSolver(Solver):
         out = {"s": state.s, "grad_norm": optax.tree.norm(self.gradient_of(params, batch, state.s))}
         if self.loss_name == "cross_entropy":
             x, y = check_batch(self.model, batch)
-            out["accuracy"] = accuracy(self.model.apply(params, x, state.s), y)
+            out["accuracy"] = accuracy(self.network.apply(params, x, state.s if self.network.accepts_s else None),
+                                       y)
         return out
 
 
 def gradient_solver(
-    model: HomotopyMLP,
+    model,
     *,
     learning_rate: float | None = None,
+    trained=None,
     s: float | None = None,
     optimizer: str | optax.GradientTransformation = "gd",
     loss: str = "squared",
@@ -261,24 +294,38 @@ def gradient_solver(
     """Training of ``model`` with ``optimizer``; the data come with every call (module docstring).
 
     Args:
-      model: a homotopy network; only ``model.trainable(params)`` is moved.
+      model: a network: a :class:`HomotopyMLP`, or anything :func:`ntkhom.networks.as_network` accepts.
+      trained: which leaves move: None (the network's default; ``model.trained`` for a ``HomotopyMLP``), a
+        pytree of bools with the structure of params, or a predicate on the leaf path.
       learning_rate: the step size eta > 0 of a named optimizer (``state.learning_rate``); must be None
         with an optax optimizer, which carries its own.
-      s: initial ``state.s`` (default ``model.s``).
+      s: initial ``state.s`` (default ``model.s``; needed for other networks that take s, ignored by
+        networks that do not).
       optimizer: a name in :data:`OPTIMIZERS` or an optax ``GradientTransformation`` (e.g.
         ``optax.adam(1e-3)``, used exactly as optax would; build it with ``optax.inject_hyperparams`` to
         let ``state.learning_rate`` drive its learning rate).
       loss: ``"squared"`` (1/2 sum_i ||f(x_i) - y_i||^2 by default, the NTK convention) or
         ``"cross_entropy"`` (y one-hot (n, classes), mean over samples by default).
       reduction: ``"sum"`` or ``"mean"`` over samples.
-      gradient: ``"analytic"`` (closed form, :func:`two_layer_gradient`: two-layer networks, squared loss),
+      gradient: ``"analytic"`` (closed form, :func:`two_layer_gradient`: two-layer ``HomotopyMLP`` with its
+        default trained layers, squared loss),
         ``"autodiff"`` (``jax.grad``) or ``"auto"`` (analytic where it applies; both give the same numbers).
 
     Returns:
       a :class:`GradientSolver`; equal arguments give equal solvers (one compilation in the driver).
     """
-    _check_model(model)
-    s = model.s if s is None else check_s(s)
+    network = networks.as_network(model)
+    homotopy_model = network.model
+    if homotopy_model is not None:
+        s = homotopy_model.s if s is None else check_s(s)
+    elif network.accepts_s:
+        if s is None:
+            raise ValueError("this network takes a homotopy parameter: give s=")
+        s = check_s(s)
+    else:
+        if s is not None:
+            raise ValueError("s was given, but this network takes no homotopy parameter")
+        s = float("nan")
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; choose one of {tuple(LOSSES)}")
     reduction = reduction or ("sum" if loss == "squared" else "mean")
@@ -286,7 +333,9 @@ def gradient_solver(
         raise ValueError(f"unknown reduction {reduction!r}; choose one of {REDUCTIONS}")
     if gradient not in GRADIENTS:
         raise ValueError(f"unknown gradient {gradient!r}; choose one of {GRADIENTS}")
-    problem = analytic_gradient_problem(model, loss)
+    problem = ("it needs an ntkhom HomotopyMLP" if homotopy_model is None else
+               "it moves the model's default trained layers only" if trained is not None else
+               analytic_gradient_problem(homotopy_model, loss))
     if gradient == "analytic" and problem:
         raise ValueError(f"gradient='analytic' does not apply: {problem}")
     gradient = "analytic" if gradient == "auto" and not problem else ("autodiff" if gradient == "auto" else gradient)
@@ -304,5 +353,6 @@ def gradient_solver(
     else:
         raise TypeError(f"optimizer must be a name in {OPTIMIZERS} or an optax GradientTransformation, got "
                         f"{type(optimizer).__name__}")
-    return GradientSolver(model=model, optimizer=optimizer, label=label, learning_rate=learning_rate, s=s,
-                          loss_name=loss, reduction=reduction, gradient=gradient)
+    return GradientSolver(network=network, optimizer=optimizer, label=label, learning_rate=learning_rate, s=s,
+                          loss_name=loss, reduction=reduction, gradient=gradient,
+                          trained=_hashable_trained(trained))
