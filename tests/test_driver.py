@@ -210,6 +210,21 @@ def test_a_stream_of_batches_equals_the_same_batches_in_a_loop(problem):
     assert "ran out" in short.message
 
 
+def test_runs_in_groups_equal_the_vmapped_batch(problem):
+    solver, lam_max, A, b = problem
+    rates = [0.5 / lam_max, 1.0 / lam_max, 2.5 / lam_max]  # the last one diverges
+    starts = driver.stack([jax.random.normal(jax.random.PRNGKey(i), (5,)) for i in range(3)])
+    states = driver.stack([lsq_state(r) for r in rates])
+    kwargs = dict(steps=100, record_every=10, divergence_factor=1e4)
+    vmapped = driver.run_batch(solver, starts, (A, b), states, **kwargs)
+    for group in (1, 2):
+        grouped = driver.run_batch(solver, starts, (A, b), states, group_size=group, **kwargs)
+        np.testing.assert_allclose(grouped.loss, vmapped.loss, rtol=1e-12)
+        assert grouped.stop_reasons == vmapped.stop_reasons
+    with pytest.raises(ValueError, match="group_size"):
+        driver.run_batch(solver, starts, (A, b), states, group_size=0, steps=10)
+
+
 def test_vmap_over_datasets_equals_separate_runs(problem):
     solver, lam_max, A, b = problem
     datasets = [least_squares_solver(seed=seed)[2:] for seed in (1, 2, 3)]
@@ -217,6 +232,8 @@ def test_vmap_over_datasets_equals_separate_runs(problem):
     w0 = driver.stack([jnp.zeros(5)] * 3)
     states = driver.stack([lsq_state(0.5 / lam_max)] * 3)
     batch = driver.run_batch(solver, w0, stacked, states, data_axis=0, steps=50, record_every=10)
+    grouped = driver.run_batch(solver, w0, stacked, states, data_axis=0, group_size=2, steps=50, record_every=10)
+    np.testing.assert_allclose(grouped.loss, batch.loss, rtol=1e-12)
     for i, data in enumerate(datasets):
         alone = driver.run(solver, jnp.zeros(5), data, lsq_state(0.5 / lam_max), steps=50, record_every=10)
         np.testing.assert_allclose(batch.run(i).params, alone.params, rtol=1e-12)

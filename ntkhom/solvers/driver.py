@@ -260,10 +260,15 @@ def _chunk_impl(solver, n_records, block, batched, batch_size, streamed, data_ax
     def single(c, d, e):
         return _chunk_single(solver, n_records, block, batch_size, streamed, c, limits, d, e)
 
-    if batched:
-        # a streamed batch has the run axis after (n_records, block); the driver moved it to the front
+    if batched is False:
+        return single(carry, data, eval_data)
+    # a streamed batch has the run axis after (n_records, block); the driver moved it to the front
+    if batched is True:
         return jax.vmap(single, in_axes=(0, data_axis, data_axis))(carry, data, eval_data)
-    return single(carry, data, eval_data)
+    # groups of `batched` runs, one group after another: each group's chunk stays in cache
+    if data_axis is None:
+        return jax.lax.map(lambda c: single(c, data, eval_data), carry, batch_size=batched)
+    return jax.lax.map(lambda args: single(*args), (carry, data, eval_data), batch_size=batched)
 
 
 # Solvers hash by their settings, so equal solvers, rebuilt or not, share these compilations.
@@ -576,6 +581,7 @@ def run_batch(
     *,
     steps: int,
     data_axis: int | None = None,
+    group_size: int | None = None,
     record_every: int = 10,
     chunk: int = 1000,
     batch_size: int | None = None,
@@ -600,9 +606,10 @@ def run_batch(
     if len(sizes) != 1:
         raise ValueError(f"params and state (and data with data_axis=0) must share one leading batch size, "
                          f"got sizes {sorted(sizes)}")
+    group = True if group_size is None else _check_int("group_size", group_size, 1)
     out = _drive(solver, params, data, state, steps=steps, record_every=record_every, chunk=chunk,
                  target_loss=target_loss, divergence_factor=divergence_factor, batch_size=batch_size,
-                 eval_data=eval_data, callback=callback, desc=desc, batched=True, data_axis=data_axis)
+                 eval_data=eval_data, callback=callback, desc=desc, batched=group, data_axis=data_axis)
     valid = out["valid"]
     recorded = valid.sum(axis=1)
     # valid records are a prefix of each row, so padding = everything past recorded[b]
@@ -621,5 +628,8 @@ run_batch.__doc__ = """:func:`run` for B configurations at once: ``params`` and 
     ``state=None`` to get ``jax.vmap(solver.init)(params, data)``. Everything runs under one compilation; each
     run stops on its own rule and is frozen afterwards, and the loop ends when all runs have stopped.
     ``data_axis``: None (every run trains on the same data) or 0 (``data`` has a leading axis of size B, one
-    dataset per run; for a stream, every batch has it).
+    dataset per run; for a stream, every batch has it). ``group_size``: None runs all B runs as one vmapped
+    computation (best on accelerators and for small runs); k runs k at a time, group after group, inside the
+    same compiled call (``lax.map``), which keeps a group's arrays in cache: on a 2-core CPU, 64 runs at
+    n = 100, d = 10, m = 1000 went 2.5x faster with k = 1 than vmapped (``benchmarks/bench_training.py``).
 """ + _RUN_ARGS

@@ -21,9 +21,10 @@ With the summed squared loss (the default, the convention of Du et al., ICLR 201
 gradient descent moves the training residual by r <- (I - eta K) r to first order, K the empirical NTK, so
 :mod:`ntkhom.theory` predicts these runs.
 
-Two-layer networks with the squared loss get their gradient in closed form (:func:`two_layer_gradient`,
-no autodiff): the same numbers as autodiff to rounding, about 1.3x faster on CPU at paper size
-(``benchmarks/bench_training.py``), differentiable again (``jax.grad`` through a training run w.r.t. s).
+Two-layer ``HomotopyMLP`` networks with the squared loss get their gradient in closed form
+(:func:`two_layer_gradient`, no autodiff): the same numbers as autodiff to rounding, pure JAX, so it runs on
+CPU, GPU and TPU and ``jax.grad`` goes through a training run (w.r.t. s, for instance).
+``benchmarks/bench_training.py`` times it against autodiff.
 """
 
 from __future__ import annotations
