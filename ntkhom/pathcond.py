@@ -537,7 +537,7 @@ def enorm(
 def ntk_conditioning(model: HomotopyMLP, params: Params, x, s=None, y=None) -> dict:
     """lambda_min, lambda_max, condition number (float64, with the numerical floor; None where lambda_min is
     unresolved) and mean eigenvalue of the empirical NTK K over the trained parameters
-    (:func:`ntkhom.kernels.empirical_ntk`, averaged over outputs), for x of shape (n, d).
+    (:func:`ntkhom.kernels.network_kernel`, averaged over outputs), for x of shape (n, d).
 
     With targets y (n, k), also the kernel-target alignment <K, Y Y^T>_F / (||K||_F ||Y Y^T||_F) of the
     column-centred Y (Cristianini et al., NIPS 2001): how much of K's mass lies along the labels.
@@ -545,9 +545,9 @@ def ntk_conditioning(model: HomotopyMLP, params: Params, x, s=None, y=None) -> d
     A rescaling leaves f unchanged but multiplies the Jacobian by diag(exp(-(B z)/2)), so the NTK
     J diag(.)^2 J^T, its spectrum and hence the linearised training speed change.
     """
-    from ntkhom.kernels import empirical_ntk
+    from ntkhom.kernels import network_kernel
 
-    return kernel_conditioning(empirical_ntk(model, params, x, s=s), y)
+    return kernel_conditioning(network_kernel(model, params, x, s=s), y)
 
 
 def kernel_conditioning(K, y=None) -> dict:

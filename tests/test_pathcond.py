@@ -119,7 +119,7 @@ def test_random_rescaling_changes_gradients_not_function():
     from ntkhom.kernels import empirical_ntk
     from ntkhom.solvers.driver import stack
 
-    batch = np.asarray(empirical_ntk_batch(model, stack([params, new]), x, [1.0, 0.4]))
+    batch = np.asarray(empirical_ntk_batch(model, stack([params, new]), x, s=[1.0, 0.4]))
     np.testing.assert_allclose(batch[0], empirical_ntk(model, params, x, s=1.0), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(batch[1], empirical_ntk(model, new, x, s=0.4), rtol=1e-10, atol=1e-12)
     y = jax.nn.one_hot(jnp.arange(6) % 2, 2)
