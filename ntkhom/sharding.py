@@ -7,9 +7,11 @@ One 1-D mesh over every device of every process (:func:`device_mesh`) serves thr
 * **products** K V of kernel operators (:func:`shard_operator`, one ``jax.shard_map`` per product): the
   operator's rows and V split across devices, partial sums over rows added with ``psum`` (structured
   two-layer NTK, Jacobian NTK), or rows of x split with all of x on every device (infinite width); the
-  product is gathered on every device;
+  product is gathered on every device, and the eigensolvers (:mod:`ntkhom.eigensolvers`) take the
+  sharded operator as they take any other;
 * **runs** of a grid: the leading axis of stacked parameters and solver states (:func:`shard_runs`), so a
-  vmapped, jitted step runs B / P configurations on each of P devices (:func:`run_batch`).
+  vmapped, jitted step runs B / P configurations on each of P devices (:func:`run_batch`; across hosts each
+  process trains its own share and the records are gathered at the end).
 
 Sizes that the device count does not divide are padded by repeating the last row (or run), which keeps
 every value finite, and the padding is cut off before results are returned: results equal those on one
@@ -48,7 +50,6 @@ __all__ = [
     "ROW_FIELDS",
     "shard_runs",
     "run_batch",
-    "mesh_summary",
 ]
 
 #: Name of the single mesh axis (rows of a kernel, or runs of a grid, are split along it).
@@ -493,17 +494,22 @@ def _gather_batch(result):
     return dataclasses.replace(result, **gathered)
 
 
-def run_batch(solver, params: PyTree, state: PyTree | None = None, *, mesh: Mesh, **options):
+def run_batch(solver, params: PyTree, data: PyTree, state: PyTree | None = None, *, mesh: Mesh,
+              data_axis: int | None = None, **options):
     """:func:`ntkhom.solvers.driver.run_batch` with the runs split across ``mesh`` (:func:`shard_runs`).
 
     On several processes each process runs its own share of the runs on its own devices (runs are
     independent, so no collective is needed while they train) and the results are gathered at the end.
-    Returns the driver's ``BatchResult`` for the B runs given (padding runs dropped), with params, state and
-    records as NumPy arrays on every process. ``options`` go to the driver (steps, record_every, ...).
+    ``data``: shared by every run (``data_axis`` None, every device gets all of it) or one dataset per run
+    (``data_axis=0``, split with the runs). Returns the driver's ``BatchResult`` for the B runs given
+    (padding runs dropped), with params, state and records as NumPy arrays on every process. ``options`` go
+    to the driver (steps, record_every, ...).
     """
     from ntkhom.solvers import driver
 
-    state = jax.vmap(solver.init)(params) if state is None else state
+    if data_axis not in (None, 0):
+        raise ValueError(f"data_axis must be None or 0, got {data_axis!r}")
+    state = jax.vmap(solver.init, in_axes=(0, data_axis))(params, data) if state is None else state
     leaves = jax.tree.leaves(params)
     B = np.shape(leaves[0])[0] if leaves else 0
     size = padded_size(B, mesh)
@@ -517,8 +523,11 @@ def run_batch(solver, params: PyTree, state: PyTree | None = None, *, mesh: Mesh
     def mine(leaf):
         return pad_rows(host_array(leaf), size)[first:first + share]
 
-    (params, state), _ = shard_runs(jax.tree.map(mine, (params, state)), local)
-    result = driver.run_batch(solver, params, state, **options)
+    per_run = (params, state, data) if data_axis == 0 else (params, state)
+    placed, _ = shard_runs(jax.tree.map(mine, per_run), local)
+    params, state = placed[:2]
+    data = placed[2] if data_axis == 0 else replicate(data, local)
+    result = driver.run_batch(solver, params, data, state, data_axis=data_axis, **options)
     result = dataclasses.replace(result, params=jax.tree.map(host_array, result.params),
                                  state=jax.tree.map(host_array, result.state))
     if processes > 1:
@@ -530,10 +539,3 @@ def run_batch(solver, params: PyTree, state: PyTree | None = None, *, mesh: Mesh
             value = value[:B] if isinstance(value, list) else jax.tree.map(lambda leaf: np.asarray(leaf)[:B], value)
         trimmed[field.name] = value
     return dataclasses.replace(result, **trimmed)
-
-
-def mesh_summary(mesh: Mesh | None) -> dict:
-    """Plain numbers describing a mesh, for run headers and ``run.json``."""
-    if mesh is None:
-        return {"mesh": None}
-    return {"mesh_axis": _axis(mesh), "mesh_devices": int(mesh.devices.size)}

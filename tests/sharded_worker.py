@@ -33,7 +33,7 @@ def arccos_kernel(x1, x2):
 
 
 def grid_problem():
-    """A two-layer network, its GD solver and RUNS stacked runs (one seed and one s per run)."""
+    """A two-layer network, its GD solver, RUNS stacked runs (one seed and one s per run) and the data."""
     import jax
     import jax.numpy as jnp
 
@@ -42,11 +42,10 @@ def grid_problem():
 
     x, _, y = problem()
     model = models.two_layer(16, 0.5, bias=True)
-    solver = gradient_solver(model, x, y, learning_rate=0.05, fused=False)
+    solver = gradient_solver(model, learning_rate=0.05)
     params = driver.stack([model.init(jax.random.PRNGKey(seed), D) for seed in range(RUNS)])
-    state = jax.vmap(solver.init)(params)
-    state["s"] = jnp.linspace(0.0, 1.5, RUNS)
-    return solver, params, state
+    state = jax.vmap(solver.init, in_axes=(0, None))(params, (x, y))
+    return solver, params, state._replace(s=jnp.linspace(0.0, 1.5, RUNS)), (x, y)
 
 
 def kernel_model():
@@ -74,8 +73,8 @@ def reference() -> dict:
     kernel = np.asarray(kernels.empirical_ntk_two_layer(model, params, x))
     hidden_model, hidden_params = operator_model()
     hidden = np.asarray(kernels.empirical_ntk_two_layer(hidden_model, hidden_params, x, s=0.3))
-    solver, grid_params, grid_state = grid_problem()
-    grid = driver.run_batch(solver, grid_params, grid_state, steps=STEPS, record_every=10, progress=False)
+    solver, grid_params, grid_state, data = grid_problem()
+    grid = driver.run_batch(solver, grid_params, data, grid_state, steps=STEPS, record_every=10)
     assert len(jax.devices()) == 1
     return {
         "product": dense @ V,
@@ -161,9 +160,8 @@ def main(argv):
                    lambda_min_kernel=spectrum.lambda_min(kernel).value,
                    lambda_min_kernel_operator=eigensolvers.lambda_min(rows.operator(mesh), tol=1e-12).value)
 
-    solver, grid_params, grid_state = grid_problem()
-    grid = sharding.run_batch(solver, grid_params, grid_state, mesh=mesh, steps=STEPS, record_every=10,
-                              progress=False)
+    solver, grid_params, grid_state, data = grid_problem()
+    grid = sharding.run_batch(solver, grid_params, data, grid_state, mesh=mesh, steps=STEPS, record_every=10)
     results.update(grid_loss=np.nan_to_num(grid.loss, nan=-1.0).tolist(), grid_W=grid.params[0]["W"].tolist(),
                    grid_stop_reasons=grid.stop_reasons, grid_messages=grid.messages)
 
