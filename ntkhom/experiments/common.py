@@ -1,11 +1,13 @@
-"""Argument types shared by the commands: each rejects a bad value with a one-line argparse error."""
+"""Pieces shared by the commands: argument types (each rejects a bad value with a one-line argparse error)
+and the check that a solver run was not interrupted."""
 
 from __future__ import annotations
 
 import argparse
 import math
 
-__all__ = ["positive_int", "nonnegative_int", "positive_float", "add_activation", "add_seed"]
+__all__ = ["positive_int", "nonnegative_int", "positive_float", "add_activation", "add_seed", "finished",
+           "warn"]
 
 
 def positive_int(text: str) -> int:
@@ -53,3 +55,22 @@ def add_seed(parser: argparse.ArgumentParser) -> None:
     """``--seed``: the base PRNG seed; seed i of a run uses ``seed + i``."""
     parser.add_argument("--seed", type=nonnegative_int, default=0,
                         help="base PRNG seed (the i-th initialization uses seed + i)")
+
+
+def finished(result):
+    """``result`` (a driver RunResult or BatchResult), or KeyboardInterrupt if the driver was interrupted.
+
+    The driver keeps an interrupted run's finished chunks and returns; a command must stop there too, so
+    that its run folder keeps only whole units of work.
+    """
+    reasons = getattr(result, "stop_reasons", None) or [getattr(result, "stop_reason", "")]
+    if "interrupted" in reasons:
+        raise KeyboardInterrupt
+    return result
+
+
+def warn(message: str) -> None:
+    """A warning for the person running the command (one line on stderr through the CLI)."""
+    import warnings
+
+    warnings.warn(message, UserWarning, stacklevel=2)
