@@ -80,6 +80,7 @@ class Curve:
     band: bool = True
     linewidth: float = 1.5
     zorder: float = 2
+    marker: str | None = None
 
 
 @dataclasses.dataclass
@@ -91,7 +92,7 @@ class Panel:
     xlabel: str = "step"
     ylabel: str = ""
     xscale: str = "linear"
-    yscale: str = "log"
+    yscale: str = "log"  # "log", "linear" or "auto" (log only when the data span more than a decade)
     legend: bool = True
     notes: Sequence[str] = ()
 
@@ -108,7 +109,7 @@ def _draw(ax, curve: Curve, log: bool):
     x = np.asarray(curve.x, dtype=float)
     y = np.atleast_2d(np.asarray(curve.y, dtype=float))
     mean = _mean(y, log)
-    line = ax.plot(x, mean, linestyle=curve.linestyle, color=curve.color, label=curve.label,
+    line = ax.plot(x, mean, linestyle=curve.linestyle, color=curve.color, label=curve.label, marker=curve.marker,
                    linewidth=curve.linewidth, zorder=curve.zorder)[0]
     color = line.get_color()
     if curve.band and y.shape[0] > 1:
@@ -129,11 +130,15 @@ def curves_figure(panels: Sequence[Panel], *, title: str | None = None, panel_si
     """One row of panels of curves (see :class:`Panel`, :class:`Curve`)."""
     figure, axes = _figure((panel_size[0] * len(panels), panel_size[1]), ncols=len(panels))
     for ax, panel in zip(axes[0], panels):
-        log = panel.yscale == "log"
+        yscale = panel.yscale
+        if yscale == "auto":
+            span = _positive_range(*[c.y for c in panel.curves])
+            yscale = "log" if span is not None and span[1] / span[0] > 10 * 1.5**2 else "linear"
+        log = yscale == "log"
         for curve in panel.curves:
             _draw(ax, curve, log)
         ax.set_xscale(panel.xscale)
-        ax.set_yscale(panel.yscale)
+        ax.set_yscale(yscale)
         ax.set_xlabel(panel.xlabel)
         ax.set_ylabel(panel.ylabel)
         ax.set_title(panel.title, fontsize=10)

@@ -428,7 +428,7 @@ def _figures(folder: RunFolder, cfg: Settings, units: dict) -> None:
         deviation = np.array([u["deviation"] for u in widths], dtype=float).T  # (seeds, widths)
         reference = np.exp(np.mean(np.log(deviation[:, 0]))) * np.sqrt(w[0] / w)
         panels.append(plots.Panel(
-            [plots.Curve(w, deviation, "measured (mean over seeds, band min to max)", "C0"),
+            [plots.Curve(w, deviation, "measured (mean over seeds, band min to max)", "C0", marker="o"),
              plots.Curve(w, reference, "slope -1/2 (prediction)", "k", ":", band=False, linewidth=1)],
             title="distance to the linearized curve against width, s = 1", xlabel="hidden width m (neurons)",
             ylabel="sup_t |log(L / L_lin)| (dimensionless)", xscale="log", yscale="log"))
