@@ -49,8 +49,12 @@ class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaults
 
     def _get_help_string(self, action):
         help_text = action.help or ""
-        if action.default in (None, False, argparse.SUPPRESS) or "default" in help_text:
+        default = action.default
+        if default is None or default is False or default is argparse.SUPPRESS or "default" in help_text:
             return help_text
+        if isinstance(default, list | tuple):
+            shown = " ".join(str(v) for v in default) if default else "none"
+            return f"{help_text} (default: {shown})".replace("%", "%%")
         return super()._get_help_string(action)
 
 
@@ -85,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name, module_name in COMMANDS.items():
         _add(subparsers, name, module_name)
-    reproduce = subparsers.add_parser("reproduce", help="reproduce a paper's claims as a table of verdicts",
+    reproduce = subparsers.add_parser("reproduce", help="Reproduce a paper's claims as a table of verdicts.",
                                       description="Reproduce a paper's claims as a table of verdicts.")
     reproduce_sub = reproduce.add_subparsers(dest="experiment", required=True)
     for name, module_name in REPRODUCE.items():
@@ -97,8 +101,8 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def _format_warning(message, category, filename, lineno, line=None):
-    return f"ntkhom: warning: {_one_line(message)}\n"
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"ntkhom: warning: {_one_line(message)}", file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -135,28 +139,24 @@ def main(argv: list[str] | None = None) -> int:
 
     with warnings.catch_warnings():
         warnings.simplefilter("default")
-        previous_format = warnings.formatwarning
-        warnings.formatwarning = _format_warning
+        warnings.showwarning = _show_warning  # one line each; catch_warnings restores the previous one
         try:
-            try:
-                settings = module.settings(args)
-                mode = "overwrite" if args.overwrite else ("resume" if args.resume else "new")
-                folder = RunFolder(args.out, settings, mode=mode, command=shlex.join(["ntkhom", *argv]))
-            except ValueError as exc:
-                return fail(str(exc), 2)
-            try:
-                with _sigterm_as_interrupt():
-                    status = execute(folder, lambda: module.compute(settings, folder, quiet=args.quiet),
-                                     lambda: module.finalize(settings, folder))
-            except ValueError as exc:
-                return fail(str(exc), 2)
-            except Exception as exc:
-                memory = allocation_failure(exc)
-                if memory is None:
-                    raise
-                return fail(memory, 1)
-        finally:
-            warnings.formatwarning = previous_format
+            settings = module.settings(args)
+            mode = "overwrite" if args.overwrite else ("resume" if args.resume else "new")
+            folder = RunFolder(args.out, settings, mode=mode, command=shlex.join(["ntkhom", *argv]))
+        except ValueError as exc:
+            return fail(str(exc), 2)
+        try:
+            with _sigterm_as_interrupt():
+                status = execute(folder, lambda: module.compute(settings, folder, quiet=args.quiet),
+                                 lambda: module.finalize(settings, folder))
+        except ValueError as exc:
+            return fail(str(exc), 2)
+        except Exception as exc:
+            memory = allocation_failure(exc)
+            if memory is None:
+                raise
+            return fail(memory, 1)
     if status == "interrupted":
         print(f"interrupted: the finished work, its figures and a partial summary are in {folder.path}",
               file=sys.stderr)

@@ -4,7 +4,7 @@ output file is there and the verdict tables agree with the numbers they were bui
 import json
 import math
 
-import pytest
+from cli_helpers import run_cli
 
 from ntkhom.cli import main
 from ntkhom.report import read_csv
@@ -41,8 +41,8 @@ def test_reproduce_tiam_quick(tmp_path):
     assert "TIAM" in (out / "summary.md").read_text()
 
 
-def test_bad_arguments_are_refused(tmp_path):
-    with pytest.raises(ValueError, match="--seeds must be >= 1"):
-        main(["reproduce", "am", "--seeds", "0", "--out", str(tmp_path / "x")])
-    with pytest.raises(SystemExit):  # argparse: unknown dataset
-        main(["reproduce", "tiam", "--datasets", "mnist", "--out", str(tmp_path / "y")])
+def test_bad_arguments_are_refused(tmp_path, capsys):
+    code, err = run_cli(["reproduce", "am", "--seeds", "0", "--out", tmp_path / "x"], capsys)
+    assert code == 2 and len(err) == 1 and "--seeds" in err[0]
+    code, err = run_cli(["reproduce", "tiam", "--datasets", "mnist", "--out", tmp_path / "y"], capsys)
+    assert code == 2 and len(err) == 1 and "--datasets" in err[0]

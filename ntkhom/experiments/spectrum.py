@@ -234,7 +234,7 @@ def finalize(settings, folder, *, title: str = "NTK spectrum along the homotopy 
 
     lines = head + ["lambda_min is reported only where it is above the float64 floor n eps lambda_max; "
                     "elsewhere it is unresolved (an upper bound, shown as –). Standard deviations are over seeds "
-                    "(none with one seed). Files: points.csv/json, summary.csv/json, ratio.csv, gap.csv, "
+                    "(none with one seed). Files: points.csv/json, summary.csv/json, ratio.csv/json, gap.csv/json, "
                     "figures as PNG and PDF.", ""]
     picks = set(_snap(grid, [0.0, 0.5, 1.0, 1.5, 2.0])) if len(grid) > 9 else set(float(s) for s in grid)
     lines += ["## lambda_min at selected s", "", markdown_table(
@@ -250,6 +250,7 @@ def finalize(settings, folder, *, title: str = "NTK spectrum along the homotopy 
                        **{label: float(r[i]) if np.isfinite(r[i]) else None for label, r in ratios.items()}}
                       for i, s in enumerate(grid)]
         folder.write_csv("ratio.csv", ratio_rows)
+        folder.write_json("ratio.json", ratio_rows)
         lines += ["## lambda_min(s) / lambda_min(1) against s^2", "",
                   markdown_table([r for r in ratio_rows if r["s"] in picks])]
         gap_rows = []
@@ -267,6 +268,7 @@ def finalize(settings, folder, *, title: str = "NTK spectrum along the homotopy 
                                  "per_seed": errors.tolist()})
         if gap_rows:
             folder.write_csv("gap.csv", [{k: v for k, v in r.items() if k != "per_seed"} for r in gap_rows])
+            folder.write_json("gap.json", gap_rows)
             lines += ["## finite vs infinite width at s = 1", "",
                       markdown_table(gap_rows, ["width", "seeds", "lambda_min_mean", "lambda_min_infinite",
                                                 "relative_gap_mean", "relative_gap_std"])]
