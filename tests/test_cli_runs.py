@@ -185,3 +185,17 @@ def test_sigint_to_a_running_command(tmp_path):
     record = json.loads((out / "run.json").read_text())
     assert record["status"] == "interrupted"
     assert "Partial results" in (out / "summary.md").read_text()
+
+
+def test_an_allocation_failure_is_one_line_and_a_failed_run(tmp_path, monkeypatch, capsys):
+    from ntkhom.experiments import spectrum
+
+    def compute(settings, folder, quiet=False):
+        raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 28800000000 bytes.")
+
+    monkeypatch.setattr(spectrum, "compute", compute)
+    code, err = run_cli([*SPECTRUM, "--out", tmp_path / "run"], capsys)
+    assert code == 1 and len(err) == 1 and "26.8 GiB" in err[0], err
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["status"] == "failed" and "RESOURCE_EXHAUSTED" in record["error"]
+    assert "Partial results: the run failed" in (tmp_path / "run" / "summary.md").read_text()

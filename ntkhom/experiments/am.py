@@ -284,7 +284,7 @@ def plot_dataset(folder: RunFolder, dataset: str, task: str, methods, curves, be
                              for s in seeds], dtype=float)
 
         label, color = method, f"C{i}"
-        x = np.maximum(np.asarray(iterations, dtype=float), 1)
+        x = np.asarray(iterations, dtype=float) + 1  # the initial point (iteration 0) on a log axis
         by_time.append(plots.Curve(np.maximum(np.nanmean(grid("time_s"), axis=0), 1e-5), grid("train_mse"), label,
                                    color))
         by_iteration.append(plots.Curve(x, grid("train_mse"), label, color))
@@ -292,10 +292,11 @@ def plot_dataset(folder: RunFolder, dataset: str, task: str, methods, curves, be
     metric = "test accuracy (fraction)" if task == "classification" else "test MSE"
     figure = plots.curves_figure([
         plots.Panel(by_time, title=f"{dataset}: training MSE against time",
-                    xlabel="wall time (s, compilation excluded)", ylabel="training MSE", xscale="log", legend=False),
-        plots.Panel(by_iteration, title=f"{dataset}: training MSE against iterations", xlabel="iterations",
+                    xlabel="wall time (s, compilation excluded; start drawn at 1e-5 s)",
+                    ylabel="training MSE", xscale="log", legend=False),
+        plots.Panel(by_iteration, title=f"{dataset}: training MSE against iterations", xlabel="iterations + 1",
                     ylabel="training MSE", xscale="log"),
-        plots.Panel(test, title=f"{dataset}: {metric}", xlabel="iterations", ylabel=metric, xscale="log",
+        plots.Panel(test, title=f"{dataset}: {metric}", xlabel="iterations + 1", ylabel=metric, xscale="log",
                     yscale="linear" if task == "classification" else "log", legend=False),
     ])
     folder.save_figure(f"{dataset}.png", figure)
