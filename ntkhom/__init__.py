@@ -7,10 +7,11 @@ Modules, in import order (each uses only those above it):
 - ``ntkhom.data``: datasets, validation, normalization; ``enable_float64``.
 - ``ntkhom.activations``: sigma_s and the base activations phi.
 - ``ntkhom.models``: ``HomotopyMLP``, ``two_layer``, ``mlp``.
+- ``ntkhom.networks``: any network (HomotopyMLP, stax, Flax, a function) as a ``Network``.
 - ``ntkhom.nt``: the one door to neural-tangents.
 - ``ntkhom.kernels``: empirical and infinite-width NTKs, the kernel path K(s) = K0 + s K1 + s^2 K2.
 - ``ntkhom.spectrum``: float64 spectra, each eigenvalue with its numerical floor.
-- ``ntkhom.paths``: lambda_min along the homotopy path.
+- ``ntkhom.eigenpath``: certified lambda_min along any matrix path A(s).
 - ``ntkhom.theory``: linearized predictions, Du et al.'s bound, rates, step-size limit.
 - ``ntkhom.pathcond``: path-lifting tools, PathCond and ENorm rescaling.
 - ``ntkhom.losses``: the losses the solvers minimize.

@@ -1,7 +1,7 @@
 """The homotopy activation sigma_s(x) = (1 - s) x + s phi(x), defined once for all of ntkhom.
 
 s = 0 is the identity (a linear network), s = 1 is phi itself (ReLU by default), s = 2 with phi = ReLU is
-|x|, and s > 1 is the "relaxation" regime of HRTA (Chen, Hao, Yang, arXiv:2309.15244). Because sigma_s is
+|x|, and s > 1 is the "relaxation" regime of HRTA (Yang, Chen, Hao, arXiv:2309.15244). Because sigma_s is
 affine in s, sigma_s(x) = x + s (phi(x) - x) and sigma_s'(x) = 1 + s (phi'(x) - 1): every two-layer kernel
 is a quadratic polynomial in s (see :mod:`ntkhom.kernels`).
 

@@ -13,7 +13,7 @@ residual r = f(X) - y (n, k), and K (n, n) is the empirical NTK Gram matrix over
 * Guarantees from lambda_0 = lambda_min(H) (Du, Zhai, Poczos, Singh, ICLR 2019, Theorems 4.1 and 5.1, for
   wide enough networks): gradient flow ||r(t)||^2 <= exp(-lambda_0 t) ||r(0)||^2; gradient descent with a
   small step ||r_k||^2 <= (1 - eta lambda_0 / 2)^k ||r_0||^2 (:func:`flow_bound`, :func:`gd_bound`). The
-  HRTA paper (Chen et al., ICLR 2024 submission) applies these stage by stage with lambda_0(s_p) of each
+  HRTA paper (Yang, Chen, Hao, ICLR 2024 submission) applies these stage by stage with lambda_0(s_p) of each
   stage (:func:`stagewise_bound`).
 * The exact asymptotic rate of the linear model: the loss shrinks per step by the factor
   max_i (1 - eta lambda_i)^2 over the eigen-directions the residual has weight in (:func:`predicted_rate`);

@@ -51,15 +51,15 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: dict | None = None)
     parser.add_argument("--trained", default="hidden", choices=("hidden", "all"), help="trained layers")
     parser.add_argument("--bias", action="store_true", help="hidden-layer biases")
     parser.add_argument("--method", default="reduced", choices=("reduced", "subspace", "eigh"),
-                        help="lambda_min along the path (ntkhom.paths.lambda_min_path)")
+                        help="lambda_min along the path (ntkhom.eigenpath.lambda_min_path)")
     add_seed(parser)
 
 
 def s_grid_from(args) -> np.ndarray:
-    """The s grid of the arguments (validated by :func:`ntkhom.paths.check_s_grid`); warns on s outside the
+    """The s grid of the arguments (validated by :func:`ntkhom.eigenpath.check_s_grid`); warns on s outside the
     recommended [0, 2]."""
     from ntkhom.activations import S_RECOMMENDED
-    from ntkhom.paths import check_s_grid
+    from ntkhom.eigenpath import check_s_grid
 
     if args.s is not None:
         values = sorted(set(float(v) for v in args.s))
@@ -117,7 +117,7 @@ def _model(settings):
 
 
 def _jobs(settings) -> list:
-    from ntkhom.paths import INFINITE
+    from ntkhom.experiments.sweeps import INFINITE
 
     return ([INFINITE] if not settings["no_infinite"] else []) + list(settings["widths"])
 
@@ -130,7 +130,8 @@ def compute(settings, folder, *, quiet: bool = False) -> None:
     """lambda_min paths per (width, seed) as units; points.csv gets a row per finished s as it finishes."""
     import jax
 
-    from ntkhom import data, paths
+    from ntkhom import data
+    from ntkhom.experiments import sweeps
     from ntkhom.report import progress
 
     grid = np.asarray(settings["s_grid"])
@@ -138,7 +139,7 @@ def compute(settings, folder, *, quiet: bool = False) -> None:
                         normalization=settings["normalization"], seed=settings["seed"])
     model = _model(settings)
     seeds = settings["seeds"]
-    plan = [(w, [None] if w == paths.INFINITE else list(range(seeds))) for w in _jobs(settings)]
+    plan = [(w, [None] if w == sweeps.INFINITE else list(range(seeds))) for w in _jobs(settings)]
     total = sum(len(s) for _, s in plan) * len(grid)
     done = sum(len(grid) for w, ss in plan for s in ss if folder.has_unit(_key(w, s)))
     if done and folder.file("points.csv").exists():  # keep only the points of finished units
@@ -160,9 +161,9 @@ def compute(settings, folder, *, quiet: bool = False) -> None:
         for width, width_seeds in plan:
             if all(folder.has_unit(_key(width, s)) for s in width_seeds):
                 continue
-            for result in paths.homotopy_spectra(
-                    model, dataset.x, grid, [] if width == paths.INFINITE else [width], seeds,
-                    jax.random.PRNGKey(settings["seed"]), infinite=width == paths.INFINITE,
+            for result in sweeps.homotopy_spectra(
+                    model, dataset.x, grid, [] if width == sweeps.INFINITE else [width], seeds,
+                    jax.random.PRNGKey(settings["seed"]), infinite=width == sweeps.INFINITE,
                     densities_at=settings["density_s"], method=settings["method"], on_point=on_point):
                 folder.unit(_key(result.width, result.seed), lambda result=result: {
                     "width": result.width, "seed": result.seed, "points": result.rows(),
@@ -187,7 +188,7 @@ def _stats(values: np.ndarray):
 def finalize(settings, folder, *, title: str = "NTK spectrum along the homotopy path") -> str:
     """Tables, figures and the markdown summary from the finished units."""
     from ntkhom import plots
-    from ntkhom.paths import INFINITE
+    from ntkhom.experiments.sweeps import INFINITE
     from ntkhom.report import markdown_table, settings_list
 
     grid = np.asarray(settings["s_grid"])

@@ -1,6 +1,6 @@
 """HRTA (homotopy relaxation training): train with the homotopy parameter s following a schedule.
 
-The HRTA paper (Chen et al., "Homotopy Relaxation Training Algorithms for infinite-width two-layer ReLU
+The HRTA paper (Yang, Chen, Hao, "Homotopy Relaxation Training Algorithms for infinite-width two-layer ReLU
 neural networks", ICLR 2024 submission) trains sigma_s(x) = (1 - s) x + s ReLU(x) in stages s_1, ..., s_M,
 ending at ReLU (s = 1), and argues that larger s gives a larger lambda_0 = lambda_min(H(s)) and so a faster
 guaranteed rate; "relaxation" is a stage with s > 1. The paper leaves the stage lengths, step sizes and the
