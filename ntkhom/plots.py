@@ -95,6 +95,7 @@ class Panel:
     yscale: str = "log"  # "log", "linear" or "auto" (log only when the data span more than a decade)
     legend: bool = True
     notes: Sequence[str] = ()
+    ylim: tuple[float | None, float | None] | None = None
 
 
 def _mean(values: np.ndarray, log: bool) -> np.ndarray:
@@ -139,6 +140,8 @@ def curves_figure(panels: Sequence[Panel], *, title: str | None = None, panel_si
             _draw(ax, curve, log)
         ax.set_xscale(panel.xscale)
         ax.set_yscale(yscale)
+        if panel.ylim is not None:
+            ax.set_ylim(*panel.ylim)
         ax.set_xlabel(panel.xlabel)
         ax.set_ylabel(panel.ylabel)
         ax.set_title(panel.title, fontsize=10)
