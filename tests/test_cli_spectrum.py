@@ -89,3 +89,14 @@ def test_report_runs_with_small_overrides(tmp_path):
 def test_bad_input_is_one_line_with_exit_2(tmp_path, capsys, extra, match):
     code, err = run_cli(["spectrum", "--out", tmp_path / "bad", *SMALL, *extra], capsys)
     assert code == 2 and len(err) == 1 and match in err[0], err
+
+
+def test_progress_bar_total_matches_the_rows_written(tmp_path, capsys):
+    import re
+
+    out = tmp_path / "run"
+    capsys.readouterr()
+    assert main(["spectrum", "--out", str(out), *[a for a in SMALL if a != "--quiet"]]) == 0
+    counts = re.findall(r"(\d+)/(\d+)", capsys.readouterr().err)
+    done, total = map(int, counts[-1])
+    assert done == total == len(read_csv(out / "points.csv")) == 5 * (1 + 2)
