@@ -27,6 +27,7 @@ COMMANDS = {
     "hrta": (["reproduce", "hrta", "--quick", "--n", "10", "--width", "40", "--widths", "20", "40", "--steps",
               "100", "--quiet"], 2, ["hrta.png", "claims.csv"]),
     "am": (["reproduce", "am", "--quick", "--quiet"], 1, ["wine.png", "runs.csv"]),
+    "tiam": (["reproduce", "tiam", "--quick", "--quiet"], 1, ["wine.png", "runs.csv"]),
     "pathcond": (["reproduce", "pathcond", "--quick", "--quiet"], 1,
                  ["reference_losses.png", "reference_losses.csv", "claims.csv"]),
 }
