@@ -1,18 +1,18 @@
-"""Smoke tests of ``ntkhom reproduce am`` and ``ntkhom reproduce tiam --quick``: every method ran, every
-output file is there and the verdict tables agree with the numbers they were built from."""
+"""Smoke tests of ``ntkhom reproduce am`` and ``ntkhom reproduce tiam --quick``, each interrupted and resumed:
+every method ran, every output file is there and the verdict tables agree with the numbers they were built from."""
 
 import json
 import math
 
-from cli_helpers import run_cli
+from cli_helpers import interrupt_then_resume, run_cli
 
-from ntkhom.cli import main
 from ntkhom.report import read_csv
 
 
-def test_reproduce_am_quick(tmp_path):
+def test_reproduce_am_quick(tmp_path, monkeypatch):
     out = tmp_path / "am"
-    assert main(["reproduce", "am", "--quick", "--quiet", "--out", str(out)]) == 0
+    interrupt_then_resume(["reproduce", "am", "--quick", "--quiet"], out, monkeypatch, after=2,
+                          files=("wine.png", "wine.pdf", "runs.csv"))
     for name in ("run.json", "runs.csv", "curves.csv", "summary.csv", "results.json", "summary.md", "wine.png"):
         assert (out / name).exists(), name
     curves = read_csv(out / "curves.csv")
@@ -32,9 +32,10 @@ def test_reproduce_am_quick(tmp_path):
     assert "the claim needs all 5" in results["claim"]["measured"]
 
 
-def test_reproduce_tiam_quick(tmp_path):
+def test_reproduce_tiam_quick(tmp_path, monkeypatch):
     out = tmp_path / "tiam"
-    assert main(["reproduce", "tiam", "--quick", "--quiet", "--out", str(out)]) == 0
+    interrupt_then_resume(["reproduce", "tiam", "--quick", "--quiet"], out, monkeypatch, after=1,
+                          files=("wine.png", "runs.csv"))
     iterations = read_csv(out / "iterations.csv")
     variants = {r["variant"] for r in iterations}
     assert "tiam p=0.3,0.3,0.2" in variants and "ipalm p=0.3,0.3,0" in variants

@@ -3,16 +3,16 @@ result file, and its numbers are consistent (function unchanged by rescaling, fi
 
 
 import numpy as np
-from cli_helpers import run_cli
+from cli_helpers import interrupt_then_resume, run_cli
 
-from ntkhom.cli import main
 from ntkhom.experiments.verdicts import VERDICTS
 from ntkhom.report import read_csv
 
 
-def test_quick_reproduce_pathcond(tmp_path):
+def test_quick_reproduce_pathcond(tmp_path, monkeypatch):
     out = tmp_path / "pathcond"
-    assert main(["reproduce", "pathcond", "--quick", "--quiet", "--out", str(out)]) == 0
+    interrupt_then_resume(["reproduce", "pathcond", "--quick", "--quiet"], out, monkeypatch, after=1,
+                          files=("reference_losses.png", "reference_losses.csv", "claims.csv"))
     for name in ("run.json", "summary.md", "claims.csv", "reference_losses.csv", "reference_checkpoints.csv",
                  "reference_ntk.csv", "two_layer_losses.csv", "two_layer_ntk.csv", "reference_losses.png",
                  "two_layer_losses.png"):

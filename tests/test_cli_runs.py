@@ -9,51 +9,30 @@ import sys
 import time
 
 import pytest
-from cli_helpers import run_cli
+from cli_helpers import interrupt_after, run_cli
 
 import ntkhom
 from ntkhom.cli import build_parser, main
-from ntkhom.report import RunFolder, read_csv
+from ntkhom.report import read_csv
 
 SPECTRUM = ["spectrum", "--n", "12", "--d", "3", "--widths", "16", "32", "--seeds", "1", "--s-points", "5",
             "--quiet"]
-# Each command at a tiny size, the unit after which it is interrupted, and files its finished part must leave.
+# Each command at a tiny size, the unit after which it is interrupted, and files its finished part must leave
+# (the reproduce commands are interrupted and resumed in their own test files).
 COMMANDS = {
     "spectrum": (SPECTRUM, 2, ["lambda_min.png", "lambda_min.pdf", "points.csv"]),
     "report": (["report", "--n", "12", "--widths", "16", "--seeds", "1", "--s-points", "5", "--quiet"], 1,
                ["lambda_min.png", "ratio.png", "points.csv"]),
     "train": (["train", "--n", "10", "--d", "3", "--width", "32", "--steps", "20", "--seeds", "2", "--solvers",
                "gd", "adam", "--record-every", "5", "--quiet"], 2, ["loss_curves.png", "results.csv"]),
-    "hrta": (["reproduce", "hrta", "--quick", "--n", "10", "--width", "40", "--widths", "20", "40", "--steps",
-              "100", "--quiet"], 2, ["hrta.png", "claims.csv"]),
-    "am": (["reproduce", "am", "--quick", "--quiet"], 1, ["wine.png", "runs.csv"]),
-    "tiam": (["reproduce", "tiam", "--quick", "--quiet"], 1, ["wine.png", "runs.csv"]),
-    "pathcond": (["reproduce", "pathcond", "--quick", "--quiet"], 1,
-                 ["reference_losses.png", "reference_losses.csv", "claims.csv"]),
 }
-
-
-def _interrupt_after(monkeypatch, finished_units: int):
-    """Make the unit after ``finished_units`` computed ones raise KeyboardInterrupt (as Ctrl-C would)."""
-    original = RunFolder.unit
-    count = {"n": 0}
-
-    def unit(self, key, compute):
-        if self.has_unit(key):
-            return original(self, key, compute)
-        if count["n"] == finished_units:
-            raise KeyboardInterrupt
-        count["n"] += 1
-        return original(self, key, compute)
-
-    monkeypatch.setattr(RunFolder, "unit", unit)
 
 
 @pytest.mark.parametrize("name", list(COMMANDS))
 def test_interrupt_keeps_finished_work_figures_and_a_partial_summary(tmp_path, monkeypatch, name):
     argv, after, files = COMMANDS[name]
     out = tmp_path / name
-    _interrupt_after(monkeypatch, after)
+    interrupt_after(monkeypatch, after)
     assert main([*argv, "--out", str(out)]) == 130
     record = json.loads((out / "run.json").read_text())
     assert record["status"] == "interrupted" and record["computed_units"] == after
@@ -69,7 +48,7 @@ def test_interrupt_keeps_finished_work_figures_and_a_partial_summary(tmp_path, m
 def test_resume_computes_only_the_missing_units_and_refuses_changed_settings(tmp_path, monkeypatch, capsys):
     out = tmp_path / "run"
     with monkeypatch.context() as patch:
-        _interrupt_after(patch, 1)  # the infinite-width path finishes, width 16 is interrupted
+        interrupt_after(patch, 1)  # the infinite-width path finishes, width 16 is interrupted
         assert main([*SPECTRUM, "--out", str(out)]) == 130
     assert len(read_csv(out / "points.csv")) >= 5
     code, err = run_cli([*SPECTRUM, "--out", out], capsys)

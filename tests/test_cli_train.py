@@ -4,7 +4,7 @@ import json
 
 import numpy as np
 import pytest
-from cli_helpers import run_cli
+from cli_helpers import interrupt_then_resume, run_cli
 
 from ntkhom.cli import main
 from ntkhom.report import read_csv
@@ -52,9 +52,10 @@ def test_train_refuses_bad_input(tmp_path, capsys):
         assert code == 2 and len(err) == 1 and name in err[0], err
 
 
-def test_reproduce_hrta_quick(tmp_path):
+def test_reproduce_hrta_quick(tmp_path, monkeypatch):
     out = tmp_path / "hrta"
-    assert main(["reproduce", "hrta", "--quick", "--out", str(out), "--quiet"]) == 0
+    interrupt_then_resume(["reproduce", "hrta", "--quick", "--quiet"], out, monkeypatch, after=2,
+                          files=("hrta.png", "hrta.pdf", "claims.csv"))
     rows = read_csv(out / "claims.csv")
     assert {"claim", "setting", "measured", "predicted", "verdict"} <= set(rows[0])
     claims = {r["claim"]: r for r in rows}
