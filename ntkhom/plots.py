@@ -118,13 +118,15 @@ def _draw(ax, curve: Curve, log: bool):
             warnings.simplefilter("ignore", RuntimeWarning)
             low, high = np.nanmin(y, axis=0), np.nanmax(y, axis=0)
         ax.fill_between(x, low, high, color=color, alpha=0.18, linewidth=0, zorder=curve.zorder - 0.5)
+    stopped = False
     for run in y:
         finite = np.flatnonzero(np.isfinite(run))
         if finite.size and finite[-1] < run.size - 1:  # stopped before the last record
             i = finite[-1]
-            ax.plot([x[i]], [run[i]], marker="x", color=color, markersize=8, markeredgewidth=2, linestyle="none",
-                    label="run stopped early", zorder=5)
-    return line
+            ax.plot([x[i]], [run[i]], marker="x", color=color, markersize=9, markeredgewidth=2.5, linestyle="none",
+                    zorder=5)
+            stopped = True
+    return stopped
 
 
 def curves_figure(panels: Sequence[Panel], *, title: str | None = None, panel_size=(5.2, 3.9)):
@@ -136,8 +138,10 @@ def curves_figure(panels: Sequence[Panel], *, title: str | None = None, panel_si
             span = _positive_range(*[c.y for c in panel.curves])
             yscale = "log" if span is not None and span[1] / span[0] > 10 * 1.5**2 else "linear"
         log = yscale == "log"
-        for curve in panel.curves:
-            _draw(ax, curve, log)
+        stopped = [_draw(ax, curve, log) for curve in panel.curves]
+        if any(stopped):
+            ax.plot([], [], marker="x", color="k", markeredgewidth=2.5, linestyle="none",
+                    label="x: run stopped early (last finite value)")
         ax.set_xscale(panel.xscale)
         ax.set_yscale(yscale)
         if panel.ylim is not None:

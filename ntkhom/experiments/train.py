@@ -195,7 +195,12 @@ def finalize(cfg, folder: RunFolder) -> str:
                                           "Du et al. bound (1 - eta lambda_0/2)^k L_0", "0.3", ":", band=False,
                                           linewidth=1))
     seeds = cfg["seeds"]
-    panel = plots.Panel(curve_list, title=f"{cfg['dataset']}, m = {cfg['width']}, s = {cfg['s']:g}"
+    # the axis follows the measured losses: a prediction or bound far outside them (a diverging linearized
+    # curve past 2 / lambda_max, a bound near zero) is cut off rather than squeezing the data
+    measured = np.concatenate([np.ravel(np.asarray(run["loss"], dtype=float)) for u in solvers for run in u["runs"]])
+    measured = measured[np.isfinite(measured) & (measured > 0)]
+    ylim = (measured.min() / 100, measured.max() * 10) if measured.size else None
+    panel = plots.Panel(curve_list, ylim=ylim, title=f"{cfg['dataset']}, m = {cfg['width']}, s = {cfg['s']:g}"
                         + (f" (band: min to max over {seeds} seeds)" if seeds > 1 else ""),
                         xlabel="step", ylabel="training loss (" + ("cross-entropy" if "accuracy" in rows[0] else
                                                                   "1/2 sum of squared residuals") + ")")
