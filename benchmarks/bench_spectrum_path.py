@@ -79,8 +79,11 @@ def main():
     parser.add_argument("--naive-points", type=int, default=8)
     args = parser.parse_args()
 
-    import neural_tangents
     import scipy
+
+    from ntkhom.nt import load
+
+    neural_tangents = load()
 
     device = jax.devices()[0]
     print(f"n = {args.n}, d = {args.d}, finite width = {args.width}, s grid: {args.s_points} points in [0.05, 2]")

@@ -383,6 +383,10 @@ def pathcond(
     are refused only when the values are concrete). Use it once before a solver, or every k steps with
     :func:`rescaled_every`.
 
+    Pruned neurons (incoming weights and bias zero) and dead ones (outgoing weights zero) are rescaled to their
+    minimiser along z_h where one exists; a neuron along which F is monotone (e.g. pruned with
+    |in(h)| <= |out(h)|, where F keeps decreasing as z_h grows) has no finite minimiser and keeps z_h = 0.
+
     Args:
       params: HomotopyMLP parameters, >= 1 hidden layer, float32 or float64 (the result keeps the dtype).
       model: the network (its activation must be in the ReLU family; its layer scales give c).
@@ -407,12 +411,12 @@ def pathcond_python(g: Params, *, max_sweeps: int = DEFAULT_MAX_SWEEPS, tol: flo
                     trace: list | None = None) -> tuple[np.ndarray, ...]:
     """The cyclic coordinate descent of :func:`pathcond_from_diag` as a plain Python loop over neurons in NumPy
     (float64), each one-dimensional problem solved numerically rather than in closed form: an independent
-    check of the closed form, and the benchmark's baseline.
+    check of the closed form (in the tests and in ``benchmarks/bench_pathcond.py``).
 
     For neuron h, F(t) = n log(out_h e^t + in_h e^-t + D_h) + A_h t along z_h = t (masses recomputed from the
     neuron's own row and column), F'(t) = n (out_h e^t - in_h e^-t) / (out_h e^t + in_h e^-t + D_h) + A_h is
     increasing (F is convex), and its zero is bracketed by stepping away from the current z_h in doubling steps
-    (up to :data:`_PYTHON_SEARCH` away) and found by Brent's method (``scipy.optimize.brentq``). If F' does not
+    (up to 256 away) and found by Brent's method (``scipy.optimize.brentq``). If F' does not
     change sign there, F is monotone along z_h and z_h is left unchanged. ``trace`` (a list) receives z after
     every coordinate step.
     """
@@ -437,15 +441,17 @@ def pathcond_python(g: Params, *, max_sweeps: int = DEFAULT_MAX_SWEEPS, tol: flo
             up, down = out_h * math.exp(t), in_h * math.exp(-t)
             return n * (up - down) / (up + down + rest) + A_h
 
-        if slope(t0) == 0.0:
+        start = slope(t0)
+        if start == 0.0:
             return t0
-        direction = 1.0 if slope(t0) < 0 else -1.0
+        direction = 1.0 if start < 0 else -1.0
         step = 1.0
         while step <= _PYTHON_SEARCH:
             t1 = t0 + direction * step
-            if slope(t1) == 0.0:
+            end = slope(t1)
+            if end == 0.0:
                 return t1
-            if (slope(t1) > 0) == (direction > 0):
+            if (end > 0) == (direction > 0):
                 lo, hi = sorted((t0 + direction * step / 2 if step > 1 else t0, t1))
                 return brentq(slope, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps)
             step *= 2
@@ -564,7 +570,7 @@ def rescaled_every(solver, rescaling, every: int):
 def ntk_conditioning(model: HomotopyMLP, params: Params, x, s=None, y=None) -> dict:
     """lambda_min, lambda_max, condition number (float64, with the numerical floor; None where lambda_min is
     unresolved) and mean eigenvalue of the empirical NTK K over the trained parameters
-    (:func:`ntkhom.kernels.empirical_ntk`, averaged over outputs), for x of shape (n, d).
+    (:func:`ntkhom.kernels.network_kernel`, averaged over outputs), for x of shape (n, d).
 
     With targets y (n, k), also the kernel-target alignment <K, Y Y^T>_F / (||K||_F ||Y Y^T||_F) of the
     column-centred Y (Cristianini et al., NIPS 2001): how much of K's mass lies along the labels.
@@ -572,9 +578,9 @@ def ntk_conditioning(model: HomotopyMLP, params: Params, x, s=None, y=None) -> d
     A rescaling leaves f unchanged but multiplies the Jacobian by diag(exp(-(B z)/2)), so the NTK
     J diag(.)^2 J^T, its spectrum and hence the linearised training speed change.
     """
-    from ntkhom.kernels import empirical_ntk
+    from ntkhom.kernels import network_kernel
 
-    return kernel_conditioning(empirical_ntk(model, params, x, s=s), y)
+    return kernel_conditioning(network_kernel(model, params, x, s=s), y)
 
 
 def kernel_conditioning(K, y=None) -> dict:

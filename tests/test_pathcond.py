@@ -1,6 +1,7 @@
 """Path-lifting, rescaling, PathCond and ENorm: invariances, brute-force path enumeration, coordinate descent
 optimality, the two-layer closed form, and errors on bad input."""
 
+import functools
 import itertools
 
 import jax
@@ -118,7 +119,7 @@ def test_random_rescaling_changes_gradients_not_function():
     from ntkhom.kernels import empirical_ntk
     from ntkhom.solvers.driver import stack
 
-    batch = np.asarray(empirical_ntk_batch(model, stack([params, new]), x, [1.0, 0.4]))
+    batch = np.asarray(empirical_ntk_batch(model, stack([params, new]), x, s=[1.0, 0.4]))
     np.testing.assert_allclose(batch[0], empirical_ntk(model, params, x, s=1.0), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(batch[1], empirical_ntk(model, new, x, s=0.4), rtol=1e-10, atol=1e-12)
     y = jax.nn.one_hot(jnp.arange(6) % 2, 2)
@@ -322,13 +323,16 @@ def _damaged(params, pruned=(), dead=()):
     return tuple(params)
 
 
+@functools.partial(jax.jit, static_argnames="sizes")
+def _F_and_grad(flat, g, sizes):
+    return jax.value_and_grad(lambda f: pc.pathcond_objective(g, tuple(jnp.split(f, np.cumsum(sizes)[:-1]))))(flat)
+
+
 def _F_flat(g, sizes):
     """F and its gradient on a flat float64 z (for scipy), through jax."""
-    splits = np.cumsum(sizes)[:-1]
-    value_and_grad = jax.jit(jax.value_and_grad(lambda flat: pc.pathcond_objective(g, tuple(jnp.split(flat, splits)))))
 
     def fun(flat):
-        value, grad = value_and_grad(jnp.asarray(flat))
+        value, grad = _F_and_grad(jnp.asarray(flat), g, tuple(sizes))
         return float(value), np.asarray(grad, np.float64)
 
     return fun
@@ -345,7 +349,7 @@ def test_pruned_neuron_in_a_layer_with_positive_A_is_moved_to_its_minimiser():
     params = _damaged(model.init(jax.random.PRNGKey(30), 2), pruned=((1, 2),))
     scales = pc.path_scales(model, params, "standard")
     g = pc.path_gradient_diag(params, scales)
-    scaling = pc.pathcond_from_diag(g, max_sweeps=3000, tol=1e-12)
+    scaling = pc.pathcond_from_diag(g, max_sweeps=5000, tol=1e-12)
     F = lambda z: float(_objective_from_rescaling(params, scales, z))  # noqa: E731
 
     def along(t):  # F with only the pruned neuron's coordinate moved

@@ -69,6 +69,25 @@ def test_deep_network_path_through_neural_tangents_matches_direct_spectrum():
     assert results[1].spectra[1.0].eigenvalues == pytest.approx(eig, rel=1e-8)
 
 
+@pytest.mark.parametrize("bias", [False, True])
+def test_one_network_path_from_the_model_matches_direct_kernels(bias):
+    # Inputs off the unit sphere, a finite width: K(s) built by the sweep from the model, against eigvalsh of
+    # the kernel computed directly at each s.
+    x = 1.7 * _sphere(24, 3, 6)
+    model = dataclasses.replace(two_layer(1, bias=bias), widths=(96,))
+    params = model.init(jax.random.PRNGKey(9), 3)
+    grid = np.linspace(0.25, 1.75, 7)
+    seen = []
+    path, spectra = sweeps.kernel_lambda_min_path(model, x, grid, params=params, densities_at=[grid[3]],
+                                                  on_point=seen.append)
+    assert [p.s for p in seen] == list(grid) and list(spectra) == [grid[3]]
+    for point in path.points:
+        eig = np.linalg.eigvalsh(np.asarray(kernels.empirical_ntk(model, params, x, s=point.s), np.float64))
+        assert point.lambda_min == pytest.approx(eig[0], rel=1e-8)
+        if point.s == grid[3]:
+            np.testing.assert_allclose(spectra[point.s].eigenvalues, eig, rtol=1e-8, atol=1e-12 * eig[-1])
+
+
 def test_bad_input_raises_clear_errors():
     x = _sphere(8, 3)
     with pytest.raises(ValueError, match="positive integer"):

@@ -167,7 +167,7 @@ def _unbatch(batch):
 
 def _ntk_rows(model, params_list, labels, x_ntk, y_ntk, losses_by_run):
     # One compilation for every run, then the spectra in float64 NumPy.
-    kernels = np.asarray(empirical_ntk_batch(model, stack(params_list), x_ntk, [label[2] for label in labels]))
+    kernels = np.asarray(empirical_ntk_batch(model, stack(params_list), x_ntk, s=[label[2] for label in labels]))
     rows = []
     for (method, seed, s), K, losses in zip(labels, kernels, losses_by_run):
         view = pc.kernel_conditioning(K, y_ntk)
