@@ -93,7 +93,9 @@ cells = [
 ]
 
 def build():
-    """The notebook (cells without outputs)."""
+    """The notebook (cells without outputs; fixed cell ids, so rebuilding changes nothing)."""
+    for i, cell in enumerate(cells):
+        cell["id"] = f"cell-{i:02d}"
     return new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
                                                                "language": "python"}})
 

@@ -6,9 +6,11 @@ Modules, in import order (each uses only those above it):
 
 - ``ntkhom.data``: datasets, validation, normalization; ``enable_float64``.
 - ``ntkhom.activations``: sigma_s and the base activations phi.
+- ``ntkhom.dual``: dual activations, the infinite-width layer maps of sigma_s.
 - ``ntkhom.models``: ``HomotopyMLP``, ``two_layer``, ``mlp``.
 - ``ntkhom.networks``: any network (HomotopyMLP, stax, Flax, a function) as a ``Network``.
 - ``ntkhom.nt``: the one door to neural-tangents.
+- ``ntkhom.stax``: ``Homotopy``, a neural-tangents stax layer of sigma_s with its exact kernel.
 - ``ntkhom.kernels``: empirical and infinite-width NTKs, the kernel path K(s) = K0 + s K1 + s^2 K2.
 - ``ntkhom.spectrum``: float64 spectra, each eigenvalue with its numerical floor.
 - ``ntkhom.eigenpath``: certified lambda_min along any matrix path A(s).
