@@ -76,7 +76,7 @@ def _add(subparsers, name: str, module_name: str) -> None:
     reuse.add_argument("--overwrite", action="store_true", help="clear --out if it is not empty")
     reuse.add_argument("--resume", action="store_true",
                        help="keep the finished work in --out (same settings only) and compute the rest")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars, no summary on stdout")
     module.add_arguments(parser)
     parser.set_defaults(_module=module, _name=name)
 
@@ -161,6 +161,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"interrupted: the finished work, its figures and a partial summary are in {folder.path}",
               file=sys.stderr)
         return 130
+    if not args.quiet:
+        print(folder.file("summary.md").read_text())
     print(f"results written to {folder.path}")
     return 0
 
