@@ -1,4 +1,5 @@
-"""Build notebooks/convergence_rates.ipynb (no outputs committed): `uv run python notebooks/build_convergence_rates.py`."""
+"""Build notebooks/convergence_rates.ipynb (no outputs committed):
+`uv run python notebooks/build_convergence_rates.py`."""
 
 from pathlib import Path
 
@@ -42,10 +43,10 @@ cells = [
     new_markdown_cell("## Gradient descent at s = 0.5, 1, 1.5 as one vmapped batch, with predictions"),
     new_code_cell(
         "eta, steps = 0.1, 400\n"
-        "solver = gradient_solver(model, x, y, learning_rate=eta)\n"
-        "states = [solver.init(params) | {\"s\": jnp.asarray(s)} for s in s_values]\n"
-        "batch = driver.run_batch(solver, driver.stack([params] * 3), driver.stack(states), steps=steps,\n"
-        "                         record_every=10, progress=False)\n"
+        "solver = gradient_solver(model, learning_rate=eta)\n"
+        "states = [solver.init(params, (x, y))._replace(s=jnp.asarray(s)) for s in s_values]\n"
+        "batch = driver.run_batch(solver, driver.stack([params] * 3), (x, y), driver.stack(states), steps=steps,\n"
+        "                         record_every=10)\n"
         "curves = []\n"
         "for i, s in enumerate(s_values):\n"
         "    K = path.at(s)\n"
@@ -71,20 +72,20 @@ cells = [
         "says why."),
     new_code_cell(
         "too_big = 5 * theory.step_size_limit(path.at(1.0))\n"
-        "result = driver.run(gradient_solver(model, x, y, learning_rate=too_big), params, steps=2000, progress=False)\n"
+        "result = driver.run(gradient_solver(model, learning_rate=too_big), params, (x, y), steps=2000)\n"
         "print(result.stop_reason, \"-\", result.message)"),
     new_markdown_cell(
         "## HRTA: s = 1.5 for half the steps, then ReLU\n\n"
         "A plain switch changes the network function, so the loss jumps; refitting the output layer at the switch "
         "(`transition=\"refit_output\"`, outside the NTK analysis) removes the jump (`\"ramp\"` is the third "
-        "option). `state[\"switch_loss\"]` holds the loss just before and after."),
+        "option). `state.switch_loss` holds the loss just before and after."),
     new_code_cell(
         "stages = two_stage(1.5, steps // 2, steps // 2, eta)\n"
         "curves = [plots.Curve(batch.steps, batch.loss[1], \"fixed s = 1\", \"k\", \":\")]\n"
         "for i, transition in enumerate((\"switch\", \"refit_output\")):\n"
-        "    run = driver.run(hrta_solver(model, x, y, stages, transition=transition), params,\n"
-        "                     steps=steps, record_every=10, progress=False)\n"
-        "    before, after = np.asarray(run.state[\"switch_loss\"][0])\n"
+        "    run = driver.run(hrta_solver(model, stages, transition=transition), params, (x, y),\n"
+        "                     steps=steps, record_every=10)\n"
+        "    before, after = np.asarray(run.state.switch_loss[0])\n"
         "    print(f\"{transition:13s}: loss {before:.3g} -> {after:.3g} at the switch, final {run.final_loss:.3g}\")\n"
         "    curves.append(plots.Curve(run.steps, run.loss, f\"1.5 -> 1, {transition}\", f\"C{i + 4}\"))\n"
         "plots.curves_figure([plots.Panel(curves, title=\"HRTA schedules, switch at step 200\",\n"

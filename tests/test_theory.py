@@ -64,11 +64,11 @@ def test_bounds_and_rates_on_a_known_spectrum():
 
 def _wide_gd(width, seeds, x, y, eta, steps):
     model = two_layer(width, s=1.0)
-    solver = gradient_solver(model, x, y, learning_rate=eta)
+    solver = gradient_solver(model, learning_rate=eta)
     deviations = []
     for seed in seeds:
         params = model.init(jax.random.PRNGKey(seed), x.shape[1])
-        result = driver.run(solver, params, steps=steps, record_every=5, progress=False)
+        result = driver.run(solver, params, (x, y), steps=steps, record_every=5)
         K = theory.network_kernel(model, params, x)
         r0 = np.asarray(model.apply(params, x)) - np.asarray(y)
         predicted = theory.linearized_loss(K, r0, eta, result.steps)
@@ -98,8 +98,8 @@ def test_fitted_rate_of_the_linear_network_equals_its_gram_rate():
     lam = np.linalg.eigvalsh(G)
     eta = 1.0 / lam[-1]
     model = two_layer(300, s=0.0)
-    result = driver.run(gradient_solver(model, x, y, learning_rate=eta), model.init(key_p, 10), steps=100,
-                        record_every=2, progress=False)
+    result = driver.run(gradient_solver(model, learning_rate=eta), model.init(key_p, 10), (x, y), steps=100,
+                        record_every=2)
     # a window where the slowest mode dominates and the loss (~1e-10 L0) is far above rounding (~1e-32)
     fit = theory.fit_linear_rate(result.steps, result.loss, start=50)
     assert fit.factor == pytest.approx((1 - eta * lam[0]) ** 2, rel=1e-6)

@@ -28,7 +28,7 @@ from ntkhom.experiments.common import add_seed, finished, positive_float, positi
 from ntkhom.experiments.verdicts import from_fraction, verdict
 from ntkhom.kernels import closed_form_ntk_relu, empirical_kernel_path
 from ntkhom.models import two_layer
-from ntkhom.report import RunFolder, markdown_table
+from ntkhom.report import RunFolder, markdown_table, training_progress
 from ntkhom.solvers import driver
 from ntkhom.solvers.gradient import gradient_solver
 from ntkhom.solvers.hrta import hrta_solver, two_stage
@@ -149,11 +149,11 @@ def compute(settings: dict, folder: RunFolder, *, quiet: bool = False) -> None:
     # 2./3. GD at fixed s over seeds x s, with the linearized predictions
     def fixed_s():
         grid = [(seed, s) for seed in range(cfg.seeds) for s in s_values]
-        solver = gradient_solver(model, x, y, learning_rate=eta)
-        states = [solver.init(params[seed]) | {"s": jnp.asarray(s)} for seed, s in grid]
-        batch = finished(driver.run_batch(solver, driver.stack([params[seed] for seed, _ in grid]),
+        solver = gradient_solver(model, learning_rate=eta)
+        states = [solver.init(params[seed], (x, y))._replace(s=jnp.asarray(s)) for seed, s in grid]
+        batch = finished(driver.run_batch(solver, driver.stack([params[seed] for seed, _ in grid]), (x, y),
                                           driver.stack(states), steps=cfg.steps, record_every=cfg.record_every,
-                                          progress=not quiet, desc="GD over seeds x s"))
+                                          callback=training_progress(not quiet), desc="GD over seeds x s"))
         predicted = []
         for seed, s in grid:
             r0 = np.asarray(model.apply(params[seed], x, s) - y)
@@ -170,10 +170,10 @@ def compute(settings: dict, folder: RunFolder, *, quiet: bool = False) -> None:
         def at_width(width=width):
             wide = two_layer(width)
             wide_params = _seed_params(wide, cfg, settings["seed"])
-            result = finished(driver.run_batch(gradient_solver(wide, x, y, learning_rate=eta),
-                                               driver.stack(wide_params), steps=cfg.width_steps,
-                                               record_every=cfg.record_every, progress=not quiet,
-                                               desc=f"GD width {width}"))
+            result = finished(driver.run_batch(gradient_solver(wide, learning_rate=eta),
+                                               driver.stack(wide_params), (x, y), steps=cfg.width_steps,
+                                               record_every=cfg.record_every,
+                                               callback=training_progress(not quiet), desc=f"GD width {width}"))
             predicted, deviation = [], []
             for seed, p in enumerate(wide_params):
                 K = theory.network_kernel(wide, p, x)
@@ -192,11 +192,12 @@ def compute(settings: dict, folder: RunFolder, *, quiet: bool = False) -> None:
 
         def schedule(s_first=float(s_first), transition=transition):
             stages = two_stage(s_first, half, half, eta)
-            solver = hrta_solver(model, x, y, stages, transition=transition, ramp_steps=cfg.ramp_steps)
-            result = finished(driver.run_batch(solver, driver.stack(params), steps=cfg.steps,
-                                               record_every=cfg.record_every, progress=not quiet,
+            solver = hrta_solver(model, stages, transition=transition, ramp_steps=cfg.ramp_steps)
+            result = finished(driver.run_batch(solver, driver.stack(params), (x, y), steps=cfg.steps,
+                                               record_every=cfg.record_every,
+                                               callback=training_progress(not quiet),
                                                desc=f"{s_first:g} -> 1, {transition}"))
-            switch = np.asarray(result.state["switch_loss"])[:, 0, :]  # (seeds, 2): before, after
+            switch = np.asarray(result.state.switch_loss)[:, 0, :]  # (seeds, 2): before, after
             return {"s_first": s_first, "transition": transition, "steps": result.steps, "loss": result.loss,
                     "switch_loss": switch, "stop": result.stop_reasons}
 
@@ -204,9 +205,9 @@ def compute(settings: dict, folder: RunFolder, *, quiet: bool = False) -> None:
 
     def adam():
         result = finished(driver.run_batch(
-            gradient_solver(model, x, y, learning_rate=cfg.adam_learning_rate, optimizer="adam"),
-            driver.stack(params), steps=cfg.steps, record_every=cfg.record_every, progress=not quiet,
-            desc="Adam s=1"))
+            gradient_solver(model, learning_rate=cfg.adam_learning_rate, optimizer="adam"),
+            driver.stack(params), (x, y), steps=cfg.steps, record_every=cfg.record_every,
+            callback=training_progress(not quiet), desc="Adam s=1"))
         return {"steps": result.steps, "loss": result.loss}
 
     folder.unit("adam", adam)

@@ -20,7 +20,7 @@ from ntkhom import theory
 from ntkhom.data import DATASETS, load
 from ntkhom.experiments.common import add_activation, add_seed, finished, positive_float, positive_int, warn
 from ntkhom.models import two_layer
-from ntkhom.report import RunFolder, markdown_table
+from ntkhom.report import RunFolder, markdown_table, training_progress
 from ntkhom.solvers import driver
 from ntkhom.solvers.gradient import gradient_solver
 from ntkhom.solvers.hrta import TRANSITIONS, hrta_solver, two_stage
@@ -72,15 +72,15 @@ def settings(args) -> dict:
             if not k.startswith("_") and k not in ("out", "quiet", "overwrite", "resume", "command")}
 
 
-def _solver(name, model, x, y, cfg, loss):
+def _solver(name, model, cfg, loss):
     if name == "adam":
-        return gradient_solver(model, x, y, learning_rate=cfg["adam_learning_rate"], optimizer="adam", loss=loss)
+        return gradient_solver(model, learning_rate=cfg["adam_learning_rate"], optimizer="adam", loss=loss)
     if name == "hrta":
         half = cfg["steps"] // 2
         stages = two_stage(cfg["hrta_s"], max(half, 1), max(cfg["steps"] - half, 1), cfg["learning_rate"])
-        return hrta_solver(model, x, y, stages, transition=cfg["hrta_transition"], loss=loss,
+        return hrta_solver(model, stages, transition=cfg["hrta_transition"], loss=loss,
                            ramp_steps=max(1, min(half, cfg["steps"] - half) // 4))
-    return gradient_solver(model, x, y, learning_rate=cfg["learning_rate"], optimizer=name, loss=loss)
+    return gradient_solver(model, learning_rate=cfg["learning_rate"], optimizer=name, loss=loss)
 
 
 def _problem(cfg):
@@ -117,10 +117,11 @@ def compute(cfg, folder: RunFolder, *, quiet: bool = False) -> None:
 
     for name in cfg["solvers"]:
         def one_solver(name=name):
-            solver = _solver(name, model, x, y, cfg, loss)
+            solver = _solver(name, model, cfg, loss)
             started = time.perf_counter()
-            result = finished(driver.run_batch(solver, stacked, steps=cfg["steps"], record_every=cfg["record_every"],
-                                               progress=not quiet, desc=name))
+            result = finished(driver.run_batch(solver, stacked, (x, y), steps=cfg["steps"],
+                                               record_every=cfg["record_every"],
+                                               callback=training_progress(not quiet), desc=name))
             runs = []
             for i in range(cfg["seeds"]):
                 one = result.run(i)
