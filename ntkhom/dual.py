@@ -116,7 +116,7 @@ def gaussian_expectation_2d(fn: Callable, c, a, b, features) -> jax.Array:
 
     Outer variable: the one of larger variance, u = sqrt(a) z1; inner: v = (c / sqrt(a)) z1 + tau z2. The
     outer panels break at the Gaussian's scale, at fn's features in u and at fn's features of the inner mean;
-    the inner panels at the Gaussian's scale and at fn's features in v. Memory: one outer panel at a time.
+    the inner panels at the Gaussian's scale and at fn's features in v. Memory: one outer node at a time.
     """
     points = jnp.asarray(_symmetric(features), jnp.result_type(c, a, b, float))
     a, b = jnp.maximum(a, b), jnp.minimum(a, b)
@@ -125,17 +125,15 @@ def gaussian_expectation_2d(fn: Callable, c, a, b, features) -> jax.Array:
     tau = _sqrt_nonnegative(b - slope * slope)
     outer = _breaks(_feature_z(points, 0.0, sa), _feature_z(points, 0.0, jnp.abs(slope)))
     z1, w1 = _panel_rule(outer)  # (P * k,)
-    z1 = z1.reshape(-1, PANEL_NODES)
-    w1 = w1.reshape(-1, PANEL_NODES)
 
-    def panel(total, nodes):
-        z, w = nodes
-        mean = slope * z  # (k,)
-        z2, w2 = _panel_rule(_breaks(_feature_z(points, mean, tau)))  # (k, M)
-        inner = jnp.sum(w2 * _standard_normal_pdf(z2) * fn(mean[:, None] + tau * z2), axis=-1)
-        return total + jnp.sum(w * _standard_normal_pdf(z) * fn(sa * z) * inner), None
+    def outer_node(total, node):
+        z, w = node
+        mean = slope * z
+        z2, w2 = _panel_rule(_breaks(_feature_z(points, mean[None], tau)))  # (1, M)
+        inner = jnp.sum(w2 * _standard_normal_pdf(z2) * fn(mean + tau * z2))
+        return total + w * _standard_normal_pdf(z) * fn(sa * z) * inner, None
 
-    total, _ = jax.lax.scan(panel, jnp.zeros((), points.dtype), (z1, w1))
+    total, _ = jax.lax.scan(outer_node, jnp.zeros((), points.dtype), (z1, w1))
     return total
 
 
