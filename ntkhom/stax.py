@@ -43,16 +43,25 @@ def Homotopy(s, phi: str | Phi = "relu"):  # noqa: N802 (stax layers are capital
 
     from ntkhom.dual import dual_activation
 
-    dual = dual_activation(phi)
-
     def fn(x):
         return homotopy(x, s, phi)
 
-    def nngp_fn(cov12, var1, var2):
-        return dual.nngp(cov12, var1, var2, s)
+    try:
+        dual = dual_activation(phi)
+    except ValueError as error:  # a user's own phi: the finite network works, its kernel is refused clearly
+        message = str(error)
 
-    def d_nngp_fn(cov12, var1, var2):
-        return dual.d_nngp(cov12, var1, var2, s)
+        def nngp_fn(cov12, var1, var2):
+            raise ValueError(message + "; estimate it with ntkhom.nt.monte_carlo_kernel_fn")
+
+        d_nngp_fn = nngp_fn
+    else:
+
+        def nngp_fn(cov12, var1, var2):
+            return dual.nngp(cov12, var1, var2, s)
+
+        def d_nngp_fn(cov12, var1, var2):
+            return dual.d_nngp(cov12, var1, var2, s)
 
     fn.__name__ = nngp_fn.__name__ = f"Homotopy({phi.name})"
     return stax.Elementwise(fn, nngp_fn, d_nngp_fn)
