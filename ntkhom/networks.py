@@ -44,9 +44,9 @@ class Network:
     Attributes:
       apply: ``apply(params, x, s=None) -> (n, k)`` array; x is (n, d). ``s`` overrides the homotopy
         parameter where the network has one (``accepts_s``); elsewhere it must be None.
-      kernel_fn: ``kernel_fn(x1, x2=None, *, s=None) -> (ntk, nngp)``, the infinite-width NTK over the
-        default trained parameters and the NNGP kernel, each (n1, n2); None when the network has no
-        infinite-width description.
+      kernel_fn: ``kernel_fn(x1, x2=None, *, s=None, batch_size=None) -> (ntk, nngp)``, the infinite-width
+        NTK over the default trained parameters and the NNGP kernel, each (n1, n2) (``batch_size``: tiles of
+        neural-tangents' ``batch``); None when the network has no infinite-width description.
       accepts_s: whether ``apply`` (and ``kernel_fn``) take a homotopy parameter.
       trained: the default of ``trained`` (None: every leaf). Not part of equality or hashing.
       source: the object the network was built from (a ``HomotopyMLP``, a triple, a module, a function).
@@ -59,7 +59,10 @@ class Network:
     source: Any = dataclasses.field(default=None, compare=False, hash=False)
 
     def partition(self, params, trained=None):
-        """``(trainable, frozen)`` of ``params``; ``trained`` None means this network's default."""
+        """``(trainable, frozen)`` of ``params``; ``trained`` None means this network's default (for a
+        ``HomotopyMLP`` also ``"hidden"`` or ``"all"``)."""
+        if isinstance(trained, str) and self.model is not None:
+            trained = _homotopy_mask(dataclasses.replace(self.model, trained=trained))
         return partition(params, self.trained if trained is None else trained)
 
     @property
@@ -85,6 +88,11 @@ def trained_mask(params, trained=None):
     """
     if trained is None:
         return jax.tree.map(lambda _: True, params)
+    if isinstance(trained, str):
+        raise ValueError(
+            f"trained={trained!r}: names of trained parts apply to a HomotopyMLP only; pass a pytree of bools or "
+            "a predicate on the leaf path"
+        )
     if isinstance(trained, bool):
         return jax.tree.map(lambda _: trained, params)
     if callable(trained):
@@ -151,8 +159,11 @@ def _no_s(s, what: str) -> None:
 class _FunctionApply:
     fn: Callable
     accepts_s: bool
+    requires_s: bool = False
 
     def __call__(self, params, x, s=None):
+        if s is None and self.requires_s:
+            raise TypeError(f"{getattr(self.fn, '__name__', 'the network')} takes s with no default: pass s=...")
         if self.accepts_s:
             return _as_outputs(self.fn(params, x) if s is None else self.fn(params, x, s))
         _no_s(s, "this network")
@@ -167,13 +178,21 @@ class _ModelApply:
         return self.model.apply(params, x, s)
 
 
+def _batched(kernel_fn, batch_size):
+    if not batch_size:
+        return kernel_fn
+    from ntkhom.nt import nt
+
+    return nt.batch(kernel_fn, batch_size=batch_size)
+
+
 @dataclasses.dataclass(frozen=True)
 class _ModelKernel:
     model: Any
 
-    def __call__(self, x1, x2=None, *, s=None):
+    def __call__(self, x1, x2=None, *, s=None, batch_size=None):
         _, _, kernel_fn = self.model.stax(x1.shape[1], self.model.s if s is None else s)
-        kernel = kernel_fn(x1, x2, ("ntk", "nngp"))
+        kernel = _batched(kernel_fn, batch_size)(x1, x2, ("ntk", "nngp"))
         ntk, nngp = kernel.ntk, kernel.nngp
         # A frozen output layer contributes exactly the NNGP to the full NTK (its weights enter f linearly).
         return (ntk - nngp if self.model.trained == "hidden" else ntk), nngp
@@ -192,9 +211,9 @@ class _StaxApply:
 class _StaxKernel:
     kernel_fn: Callable
 
-    def __call__(self, x1, x2=None, *, s=None):
+    def __call__(self, x1, x2=None, *, s=None, batch_size=None):
         _no_s(s, "a stax network")
-        kernel = self.kernel_fn(x1, x2, ("ntk", "nngp"))
+        kernel = _batched(self.kernel_fn, batch_size)(x1, x2, ("ntk", "nngp"))
         return kernel.ntk, kernel.nngp
 
 
@@ -218,7 +237,7 @@ class _NnxApply:
         return _as_outputs(_call_with_s(module, x, s, self.accepts_s))
 
 
-@dataclasses.dataclass(frozen=True, eq=False)
+@dataclasses.dataclass(frozen=True)
 class _LinenApply:
     module: Any
     accepts_s: bool
@@ -242,6 +261,16 @@ def _takes_s(fn, positional: int) -> bool:
     if any(p.kind == inspect.Parameter.VAR_POSITIONAL for p in parameters):
         return False
     return sum(p.kind in kinds for p in parameters) > positional
+
+
+def _s_has_no_default(fn) -> bool:
+    try:
+        parameters = list(inspect.signature(fn).parameters.values())
+    except (TypeError, ValueError):
+        return False
+    named = [p for p in parameters if p.name == "s"]
+    third = named[0] if named else (parameters[2] if len(parameters) > 2 else None)
+    return third is not None and third.default is inspect.Parameter.empty and third.kind != third.VAR_POSITIONAL
 
 
 def _is_stax_triple(obj) -> bool:
@@ -302,7 +331,8 @@ def as_network(obj, *, trained=None, accepts_s: bool | None = None) -> Network:
         return Network(_LinenApply(obj, bool(accepts_s)), None, bool(accepts_s), trained, obj)
     if callable(obj):
         accepts_s = _takes_s(obj, 2) if accepts_s is None else accepts_s
-        return Network(_FunctionApply(obj, bool(accepts_s)), None, bool(accepts_s), trained, obj)
+        apply = _FunctionApply(obj, bool(accepts_s), bool(accepts_s) and _s_has_no_default(obj))
+        return Network(apply, None, bool(accepts_s), trained, obj)
     raise TypeError(
         "as_network expects a HomotopyMLP, a stax triple (init_fn, apply_fn, kernel_fn), a Flax module or a "
         f"function f(params, x[, s]); got {type(obj).__name__}"

@@ -70,7 +70,6 @@ __all__ = [
     "enorm",
     "ntk_conditioning",
     "kernel_conditioning",
-    "rescaled_every",
 ]
 
 PARAMETERIZATIONS = ("ntk", "standard")
@@ -381,7 +380,7 @@ def pathcond(
     cyclic coordinate descent, then theta' = theta * exp(-(B z) / 2). The function computed by the network
     (at every s) and its path-lifting are unchanged. jit/vmap-compatible in ``params`` (NaN/inf parameters
     are refused only when the values are concrete). Use it once before a solver, or every k steps with
-    :func:`rescaled_every`.
+    :func:`ntkhom.solvers.rescaling.rescaled_every`.
 
     Pruned neurons (incoming weights and bias zero) and dead ones (outgoing weights zero) are rescaled to their
     minimiser along z_h where one exists; a neuron along which F is monotone (e.g. pruned with
@@ -534,43 +533,11 @@ def enorm(
     return p, Scaling(z, sweeps, change)
 
 
-# -- periodic use inside any solver ----------------------------------------------------------------------
-def rescaled_every(solver, rescaling, every: int):
-    """A :class:`ntkhom.solvers.base.Solver` that applies ``rescaling`` (params -> (params, scaling), e.g.
-    ``lambda p: pathcond(p, model)``) before step 0, every, 2 every, ... of ``solver``.
-
-    The loss is unchanged by the rescaling (it preserves the function), only the coordinates the next steps
-    move in. State: ``{"inner": solver state, "count": () int}``; per-run values such as s or the learning
-    rate stay in ``state["inner"]``. With a stateful optimizer (momentum, Adam) its buffers are not
-    rescaled along with the parameters.
-    """
-    from ntkhom.solvers.base import Solver
-
-    if int(every) != every or every < 1:
-        raise ValueError(f"every must be a positive integer, got {every}")
-    every = int(every)
-
-    def init(params):
-        return {"inner": solver.init(params), "count": jnp.zeros((), jnp.int32)}
-
-    def step(params, state):
-        params = jax.lax.cond(state["count"] % every == 0, lambda p: tuple(rescaling(p)[0]),
-                              lambda p: tuple(p), tuple(params))
-        params, inner = solver.step(params, state["inner"])
-        return params, {"inner": inner, "count": state["count"] + 1}
-
-    def loss(params, state):
-        return solver.loss(params, state["inner"])
-
-    metrics = None if solver.metrics is None else (lambda params, state: solver.metrics(params, state["inner"]))
-    return Solver(init=init, step=step, loss=loss, metrics=metrics, name=f"{solver.name}+rescaled/{every}")
-
-
 # -- the NTK view ----------------------------------------------------------------------------------------
 def ntk_conditioning(model: HomotopyMLP, params: Params, x, s=None, y=None) -> dict:
     """lambda_min, lambda_max, condition number (float64, with the numerical floor; None where lambda_min is
     unresolved) and mean eigenvalue of the empirical NTK K over the trained parameters
-    (:func:`ntkhom.kernels.empirical_ntk`, averaged over outputs), for x of shape (n, d).
+    (:func:`ntkhom.kernels.network_kernel`, averaged over outputs), for x of shape (n, d).
 
     With targets y (n, k), also the kernel-target alignment <K, Y Y^T>_F / (||K||_F ||Y Y^T||_F) of the
     column-centred Y (Cristianini et al., NIPS 2001): how much of K's mass lies along the labels.
@@ -578,9 +545,9 @@ def ntk_conditioning(model: HomotopyMLP, params: Params, x, s=None, y=None) -> d
     A rescaling leaves f unchanged but multiplies the Jacobian by diag(exp(-(B z)/2)), so the NTK
     J diag(.)^2 J^T, its spectrum and hence the linearised training speed change.
     """
-    from ntkhom.kernels import empirical_ntk
+    from ntkhom.kernels import network_kernel
 
-    return kernel_conditioning(empirical_ntk(model, params, x, s=s), y)
+    return kernel_conditioning(network_kernel(model, params, x, s=s), y)
 
 
 def kernel_conditioning(K, y=None) -> dict:

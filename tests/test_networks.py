@@ -96,6 +96,7 @@ def test_linen_module_adapter():
     network = networks.as_network(module)
     np.testing.assert_allclose(network.apply(variables, X), module.apply(variables, X), rtol=1e-14)
     assert network.kernel_fn is None and not network.accepts_s
+    assert networks.as_network(Net()) == network  # equal modules share compiled kernels
 
 
 def test_non_finite_parameters_are_named():
@@ -113,3 +114,25 @@ def test_non_finite_parameters_are_named():
 def test_refuses_what_it_cannot_read():
     with pytest.raises(TypeError, match="as_network expects"):
         networks.as_network(42)
+
+
+def test_trained_by_name_only_for_homotopy_networks():
+    model = two_layer(WIDTH, S)
+    params = model.init(jax.random.PRNGKey(5), D)
+    trainable, _ = networks.as_network(model).partition(params, "all")
+    assert trainable[1]["W"] is not None
+    trainable, _ = networks.as_network(two_layer(WIDTH, S, trained="all")).partition(params, "hidden")
+    assert trainable[1]["W"] is None
+    with pytest.raises(ValueError, match="HomotopyMLP only"):
+        networks.partition(params, "hidden")
+
+
+def test_a_function_that_needs_s_says_so():
+    params = two_layer(WIDTH, S).init(jax.random.PRNGKey(6), D)
+    with pytest.raises(TypeError, match="takes s with no default"):
+        networks.as_network(plain).apply(params, X)
+
+    def with_default(params, x, s=S):
+        return plain(params, x, s)
+
+    np.testing.assert_allclose(networks.as_network(with_default).apply(params, X), plain(params, X, S), rtol=1e-14)
