@@ -21,8 +21,8 @@ def Homotopy(s, phi: str | Phi = "relu"):  # noqa: N802 (stax layers are capital
     """The stax layer of sigma_s(x) = (1 - s) x + s phi(x): ``(init_fn, apply_fn, kernel_fn)``.
 
     Infinite-width kernel: exact for the ReLU family (sigma_s is again piecewise linear, neural-tangents'
-    ``ABRelu`` with slopes (1 - s) + s a and (1 - s) + s b) and for erf (closed form,
-    :mod:`ntkhom.dual`); tanh and GELU by :mod:`ntkhom.dual`'s quadrature (relative error about 1e-10).
+    ``ABRelu`` with slopes (1 - s) + s a and (1 - s) + s b), erf and GELU (closed forms, :mod:`ntkhom.dual`);
+    tanh by :mod:`ntkhom.dual`'s quadrature (relative error about 1e-10).
 
     Args:
       s: homotopy parameter, a real number or a traced scalar (the kernel is differentiable in s).
