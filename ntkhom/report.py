@@ -12,6 +12,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import datetime as _dt
+import importlib.metadata
 import json
 import math
 import platform
@@ -55,9 +56,12 @@ def environment() -> dict[str, Any]:
     from ntkhom.distributed import device_summary
 
     versions = {"python": platform.python_version(), "ntkhom": ntkhom.__version__}
-    for name in ("jax", "jaxlib", "neural_tangents", "optax", "numpy"):
-        module = sys.modules.get(name)
-        versions[name] = getattr(module, "__version__", "not imported") if module else "not imported"
+    # Installed versions from package metadata: neural-tangents is imported lazily, often after this runs.
+    for name in ("jax", "jaxlib", "neural-tangents", "optax", "numpy", "flax"):
+        try:
+            versions[name.replace("-", "_")] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name.replace("-", "_")] = "not installed"
     devices = jax.devices()
     return {
         "versions": versions,
