@@ -12,13 +12,18 @@ Modules, in import order (each uses only those above it):
 - ``ntkhom.nt``: the one door to neural-tangents.
 - ``ntkhom.stax``: ``Homotopy``, a neural-tangents stax layer of sigma_s with its exact kernel.
 - ``ntkhom.kernels``: empirical and infinite-width NTKs, the kernel path K(s) = K0 + s K1 + s^2 K2.
-- ``ntkhom.spectrum``: float64 spectra, each eigenvalue with its numerical floor.
+- ``ntkhom.operators``: kernel operators: products K V without forming K (structured, Jacobian, infinite width).
+- ``ntkhom.spectrum``: float64 spectra, each eigenvalue with its numerical floor (matrices or operators).
+- ``ntkhom.eigensolvers``: certified iterative extreme eigenvalues of operators (Lanczos, LOBPCG), SLQ density.
+- ``ntkhom.krylov``: linearized loss curves from kernel products (Lanczos quadrature).
 - ``ntkhom.eigenpath``: certified lambda_min along any matrix path A(s).
 - ``ntkhom.theory``: linearized predictions, Du et al.'s bound, rates, step-size limit.
 - ``ntkhom.pathcond``: path-lifting tools, PathCond and ENorm rescaling.
 - ``ntkhom.losses``: the losses the solvers minimize.
 - ``ntkhom.solvers``: the solver protocol, the driver, GD/optax, HRTA, analytic AM, TIAM.
 - ``ntkhom.memory``: memory estimates and allocation failures as one line.
+- ``ntkhom.distributed``: joining several processes (``jax.distributed``) from flags, environment or SLURM.
+- ``ntkhom.sharding``: one device mesh; kernels, operators and run grids split by rows over devices.
 - ``ntkhom.experiments``: one module per command; ``verdicts`` holds the verdict vocabulary.
 - ``ntkhom.plots``, ``ntkhom.report``, ``ntkhom.cli``: figures, run folders, the ``ntkhom`` command line.
 
