@@ -14,10 +14,11 @@ float64), and returns float64 numbers.
 Certificates. For a unit vector v and theta = v^T K v, some eigenvalue lies within the residual
 r = ||K v - theta v|| of theta (K symmetric); with a gap delta between theta and the rest of the spectrum it
 is within r^2 / delta (Kato-Temple). Each value carries ``residual`` (rigorous given the computed product)
-and ``bound`` = min(r, r^2 / delta) with delta estimated from the neighbouring Ritz values (less their own
-residuals, but at least half the distance to them). Residuals are always recomputed from a fresh product at the end, never taken from the recurrence.
-The floor is :func:`ntkhom.spectrum.numerical_floor` (n eps lambda_max); a value whose interval reaches the
-floor is unresolved and printed as such.
+and ``bound`` = min(r, r^2 / delta) + sqrt(n) eps lambda_max (rounding in the product), delta estimated from
+the neighbouring Ritz values (less their own residuals, but at least half the distance to them). Residuals
+are always recomputed from a fresh product at the end, never taken from the recurrence. The floor is
+:func:`ntkhom.spectrum.numerical_floor` (n eps lambda_max); a value whose interval reaches the floor is
+unresolved and printed as such.
 
 Why not only library code. matfree (Kramer et al.) provides the Lanczos tridiagonalisation used here, but
 neither matfree nor ``jax.experimental.sparse.linalg.lobpcg_standard`` (largest eigenvalues only, no
