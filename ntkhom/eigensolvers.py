@@ -494,7 +494,7 @@ def smallest(K, k: int = 1, *, key=None, tol: float = DEFAULT_TOLERANCE, rank: i
     p = min(k + guard, n)
     if 3 * p > n:
         p = k
-    X0 = np.asarray(jax.random.normal(key_start, (n, p), jnp.float64))
+    X0 = np.array(jax.random.normal(key_start, (n, p), jnp.float64))
     if start is not None:
         start = np.asarray(start, np.float64).reshape(n, -1)[:, :p]
         X0[:, : start.shape[1]] = start
