@@ -1,6 +1,6 @@
 """Benchmark: lambda_min along 128 values of s, ours (three matrices once + the reduced-basis sweep with
-certified anchors, :func:`ntkhom.paths.lambda_min_path`) against the naive way (recompute K(s) and run a full float64
-``eigh`` at every s), at infinite width and one finite width, in the same process.
+certified anchors, :func:`ntkhom.eigenpath.lambda_min_path`) against the naive way (recompute K(s) and run a full
+float64 ``eigh`` at every s), at infinite width and one finite width, in the same process.
 
 The naive way costs the same at every s, so when ``--naive-points`` < ``--s-points`` it is timed on that many
 evenly spaced s of the grid and its time for the whole grid is per-s time x grid size (printed as such).
@@ -22,8 +22,10 @@ import numpy as np
 
 jax.config.update("jax_enable_x64", True)
 
-from ntkhom import data, kernels, paths  # noqa: E402
+from ntkhom import data, kernels  # noqa: E402
+from ntkhom.eigenpath import lambda_min_path  # noqa: E402
 from ntkhom.models import two_layer  # noqa: E402
+from ntkhom.spectrum import numerical_floor  # noqa: E402
 
 
 def _block(value):
@@ -40,7 +42,7 @@ def bench(label, path_fn, kernel_fn, grid, naive_index):
     kpath = _block(path_fn())
     t_kernels = time.perf_counter() - start
     start = time.perf_counter()
-    fast = paths.lambda_min_path(kpath, grid)
+    fast = lambda_min_path(kpath, grid)
     t_path = time.perf_counter() - start
     ours = t_kernels + t_path
 
@@ -51,7 +53,7 @@ def bench(label, path_fn, kernel_fn, grid, naive_index):
         w, _ = np.linalg.eigh(K)
         naive_times.append(time.perf_counter() - start)
         point = fast.points[i]
-        floor = paths.numerical_floor(w[-1], K.shape[0], np.float64)
+        floor = numerical_floor(w[-1], K.shape[0], np.float64)
         if w[0] > floor:
             worst = max(worst, abs(point.lambda_min - w[0]) / w[0])
         elif point.resolved:
@@ -77,8 +79,11 @@ def main():
     parser.add_argument("--naive-points", type=int, default=8)
     args = parser.parse_args()
 
-    import neural_tangents
     import scipy
+
+    from ntkhom.nt import load
+
+    neural_tangents = load()
 
     device = jax.devices()[0]
     print(f"n = {args.n}, d = {args.d}, finite width = {args.width}, s grid: {args.s_points} points in [0.05, 2]")

@@ -13,12 +13,14 @@ cells = [
         "linear (s = 0) through ReLU (s = 1) to relaxation (s > 1, HRTA)? Two-layer kernels are exactly "
         "K(s) = K0 + s K1 + s^2 K2, so a whole path costs three matrices; lambda_min is found per s on a small "
         "reduced basis checked by its residual against the full kernel, with Cholesky-certified anchors "
-        "(`ntkhom.paths.lambda_min_path`)."),
+        "(`ntkhom.eigenpath.lambda_min_path`)."),
     new_code_cell(
         "import jax\n"
         "import numpy as np\n\n"
         "import ntkhom\n"
-        "from ntkhom import data, kernels, paths, plots\n"
+        "from ntkhom import data, kernels, plots\n"
+        "from ntkhom.eigenpath import lambda_min_path\n"
+        "from ntkhom.experiments import sweeps\n"
         "from ntkhom.models import two_layer\n\n"
         "ntkhom.enable_float64()\n"
         "x = data.load('sphere', n=64, d=4).x   # unit-norm inputs, n > d\n"
@@ -27,7 +29,7 @@ cells = [
     new_markdown_cell("## Infinite width: three matrices, then lambda_min at every s (with the float64 floor)"),
     new_code_cell(
         "kpath = kernels.infinite_kernel_path(two_layer(1), x)\n"
-        "path = paths.lambda_min_path(kpath, grid)\n"
+        "path = lambda_min_path(kpath, grid)\n"
         "for p in path.points[::5]:\n"
         "    print(f's = {p.s:4.2f}  lambda_min = {p.lambda_min:.4e}  floor = {p.floor:.1e}  '\n"
         "          f'resolved = {p.resolved}  via {p.method}')"),
@@ -41,8 +43,8 @@ cells = [
         "plots.ratio_plot(grid, {'infinite width': ratio})"),
     new_markdown_cell("## Finite widths, several seeds, against infinite width"),
     new_code_cell(
-        "results = list(paths.homotopy_spectra(two_layer(1), x, grid, widths=[128, 1024], seeds=2,\n"
-        "                                      key=jax.random.PRNGKey(0), densities_at=[0.5, 1.0, 2.0]))\n"
+        "results = list(sweeps.homotopy_spectra(two_layer(1), x, grid, widths=[128, 1024], seeds=2,\n"
+        "                                       key=jax.random.PRNGKey(0), densities_at=[0.5, 1.0, 2.0]))\n"
         "curves = {}\n"
         "for width in dict.fromkeys(r.width for r in results):\n"
         "    values = np.array([np.where(r.path.resolved, r.path.lambda_min, np.nan) for r in results\n"
@@ -53,7 +55,7 @@ cells = [
         "plots.lambda_min_plot(grid, curves, floor)"),
     new_code_cell(
         "from ntkhom.report import markdown_table\n\n"
-        "rows = [r for r in paths.summarize_widths(results) if r['s'] == 1.0]\n"
+        "rows = [r for r in sweeps.summarize_widths(results) if r['s'] == 1.0]\n"
         "print(markdown_table(rows, ['width', 's', 'lambda_min_mean', 'lambda_min_std', 'relative_gap_to_infinite']))"),
     new_markdown_cell("## Eigenvalue densities at chosen s (infinite width)"),
     new_code_cell(

@@ -1,14 +1,15 @@
 """The homotopy activation sigma_s(x) = (1 - s) x + s phi(x), defined once for all of ntkhom.
 
 s = 0 is the identity (a linear network), s = 1 is phi itself (ReLU by default), s = 2 with phi = ReLU is
-|x|, and s > 1 is the "relaxation" regime of HRTA (Chen, Hao, Yang, arXiv:2309.15244). Because sigma_s is
+|x|, and s > 1 is the "relaxation" regime of HRTA (Yang, Chen, Hao, arXiv:2309.15244). Because sigma_s is
 affine in s, sigma_s(x) = x + s (phi(x) - x) and sigma_s'(x) = 1 + s (phi'(x) - 1): every two-layer kernel
 is a quadratic polynomial in s (see :mod:`ntkhom.kernels`).
 
 A base activation ``phi`` is a :class:`Phi`. The ReLU family (ReLU, leaky ReLU, |x|) is positively
 homogeneous and piecewise linear, phi(x) = a min(x, 0) + b max(x, 0), so sigma_s is again of that form and
-neural-tangents' ``ABRelu`` gives its exact infinite-width kernel. Other phi (erf, tanh, GELU) get a
-numerical kernel (Gauss-Hermite quadrature, ``stax.ElementwiseNumerical``).
+its infinite-width kernel is exact (neural-tangents' ``ABRelu``). erf has a closed-form kernel too; tanh and
+GELU get a controlled quadrature. The neural-tangents layer of sigma_s is :func:`ntkhom.stax.Homotopy`; this
+module does not import neural-tangents.
 """
 
 from __future__ import annotations
@@ -22,8 +23,6 @@ from collections.abc import Callable
 import jax
 import jax.numpy as jnp
 
-from ntkhom.nt import stax
-
 __all__ = [
     "Phi",
     "PHI_NAMES",
@@ -31,15 +30,12 @@ __all__ = [
     "as_phi",
     "homotopy",
     "homotopy_derivative",
-    "homotopy_stax_layer",
     "check_s",
     "leaky_relu",
 ]
 
 #: Values of s the theory covers (linear at 0, ReLU at 1, |x| at 2). Outside: a warning, not a refusal.
 S_RECOMMENDED = (0.0, 2.0)
-#: Gauss-Hermite degree for the numerical infinite-width kernel of non piecewise-linear phi.
-NUMERICAL_KERNEL_DEGREE = 32
 
 
 @dataclasses.dataclass(frozen=True)
@@ -150,18 +146,3 @@ def homotopy_derivative(x, s, phi: str | Phi = "relu"):
     """sigma_s'(x) = 1 + s (phi'(x) - 1)."""
     phi = as_phi(phi)
     return 1.0 + s * (phi.derivative(x) - 1.0)
-
-
-def homotopy_stax_layer(s: float, phi: str | Phi = "relu"):
-    """The neural-tangents layer of sigma_s: exact ``ABRelu`` for the ReLU family, numerical otherwise."""
-    phi = as_phi(phi)
-    s = float(s)
-    if phi.slopes is not None:
-        a, b = phi.slopes
-        return stax.ABRelu((1.0 - s) + s * a, (1.0 - s) + s * b)
-    with warnings.catch_warnings():
-        # neural-tangents warns on every numerical layer; ntkhom documents it once (module docstring).
-        warnings.filterwarnings("ignore", message="Numerical Activation Layer")
-        return stax.ElementwiseNumerical(
-            lambda x: homotopy(x, s, phi), deg=NUMERICAL_KERNEL_DEGREE, df=lambda x: homotopy_derivative(x, s, phi)
-        )

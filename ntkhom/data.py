@@ -7,6 +7,7 @@ scikit-learn installs with itself.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 import warnings
 
@@ -44,9 +45,11 @@ def check_inputs(x, name: str = "x", *, allow_1d: bool = False) -> jax.Array:
     """Return ``x`` as a 2-D float JAX array (n, d), or raise ``ValueError`` naming what is wrong.
 
     Refuses empty arrays, non-finite entries (NaN, inf) and wrong ranks. Warns when float64 data would be
-    silently rounded to float32 because JAX's 64-bit mode is off.
+    silently rounded to float32 because JAX's 64-bit mode is off. Under ``jit``, ``vmap`` or ``grad`` (``x``
+    a tracer) only the shape is checked: the values are unknown there.
     """
-    array = np.asarray(x) if not isinstance(x, jax.Array) else x
+    traced = isinstance(x, jax.core.Tracer)
+    array = x if isinstance(x, jax.Array) else np.asarray(x)
     if array.ndim == 1 and allow_1d:
         array = array[:, None]
     if array.ndim != 2:
@@ -61,11 +64,12 @@ def check_inputs(x, name: str = "x", *, allow_1d: bool = False) -> jax.Array:
             "call ntkhom.enable_float64() first for float64 kernels",
             stacklevel=3,
         )
-    array = jnp.asarray(array)
-    if not bool(jnp.all(jnp.isfinite(array))):
-        bad = int(jnp.sum(~jnp.isfinite(array)))
-        raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf)")
-    return array
+    if not traced:
+        # NumPy on the host: jnp ops would give tracers when a concrete array is checked inside a trace.
+        bad = int(np.count_nonzero(~np.isfinite(np.asarray(array))))
+        if bad:
+            raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf)")
+    return jnp.asarray(array)
 
 
 def check_targets(y, n: int, name: str = "y") -> jax.Array:
@@ -89,16 +93,19 @@ def normalize(x, how: str = "sphere"):
         scale = jnp.std(x, axis=0)
         x = (x - jnp.mean(x, axis=0)) / jnp.where(scale > 0, scale, 1.0)
     if how.endswith("sphere"):
-        norms = jnp.linalg.norm(x, axis=1, keepdims=True)
-        if bool(jnp.any(norms == 0)):
+        if not isinstance(x, jax.core.Tracer) and bool(np.any(np.all(np.asarray(x) == 0, axis=1))):
             raise ValueError("cannot project a zero input onto the unit sphere")
-        x = x / norms
+        x = x / jnp.linalg.norm(x, axis=1, keepdims=True)
     return x
 
 
+@functools.partial(
+    jax.tree_util.register_dataclass, data_fields=["x", "y", "x_test", "y_test"], meta_fields=["name", "task"]
+)
 @dataclasses.dataclass(frozen=True)
 class Dataset:
-    """Inputs ``x`` (n, d), targets ``y`` (n, k), and a held-out split when one was asked for."""
+    """Inputs ``x`` (n, d), targets ``y`` (n, k), and a held-out split when one was asked for; a pytree
+    (arrays are its leaves, ``name`` and ``task`` its static data), so it can pass through ``jit``."""
 
     name: str
     x: jax.Array
@@ -116,7 +123,13 @@ class Dataset:
         return int(self.x.shape[1])
 
 
-def _dtype():
+def _dtype(dtype=None):
+    """``dtype`` if given, else float64 when JAX's 64-bit mode is on and float32 otherwise."""
+    if dtype is not None:
+        dtype = jnp.dtype(dtype)
+        if not jnp.issubdtype(dtype, jnp.floating):
+            raise ValueError(f"dtype must be a floating dtype, got {dtype}")
+        return dtype
     return jnp.float64 if float64_enabled() else jnp.float32
 
 
@@ -125,32 +138,32 @@ def _check_size(n: int, d: int) -> None:
         raise ValueError(f"need n >= 1 and d >= 1, got n = {n}, d = {d}")
 
 
-def sphere(key, n: int, d: int) -> jax.Array:
-    """n points uniform on the unit sphere S^{d-1}, shape (n, d)."""
+def sphere(key, n: int, d: int, *, dtype=None) -> jax.Array:
+    """n points uniform on the unit sphere S^{d-1}, shape (n, d); ``dtype`` defaults to JAX's float."""
     _check_size(n, d)
-    x = jax.random.normal(key, (n, d), _dtype())
+    x = jax.random.normal(key, (n, d), _dtype(dtype))
     return x / jnp.linalg.norm(x, axis=1, keepdims=True)
 
 
-def circle(key, n: int, random_angles: bool = True) -> jax.Array:
+def circle(key, n: int, random_angles: bool = True, *, dtype=None) -> jax.Array:
     """The circle embedding (cos t, sin t, 1) / sqrt 2 (unit norm, d = 3); t uniform or evenly spaced."""
     _check_size(n, 3)
     if random_angles:
-        t = jax.random.uniform(key, (n,), _dtype(), 0.0, 2 * math.pi)
+        t = jax.random.uniform(key, (n,), _dtype(dtype), 0.0, 2 * math.pi)
     else:
-        t = jnp.linspace(0.0, 2 * math.pi, n, endpoint=False, dtype=_dtype())
+        t = jnp.linspace(0.0, 2 * math.pi, n, endpoint=False, dtype=_dtype(dtype))
     return jnp.stack([jnp.cos(t), jnp.sin(t), jnp.ones_like(t)], axis=1) / math.sqrt(2.0)
 
 
-def gaussian_clusters(key, n: int, d: int, clusters: int = 4, spread: float = 0.3):
+def gaussian_clusters(key, n: int, d: int, clusters: int = 4, spread: float = 0.3, *, dtype=None):
     """n points from ``clusters`` Gaussian blobs with centres on the unit sphere; returns (x, labels)."""
     _check_size(n, d)
     if clusters < 1:
         raise ValueError(f"clusters must be >= 1, got {clusters}")
     k_centre, k_label, k_noise = jax.random.split(key, 3)
-    centres = sphere(k_centre, clusters, d)
+    centres = sphere(k_centre, clusters, d, dtype=dtype)
     labels = jax.random.randint(k_label, (n,), 0, clusters)
-    x = centres[labels] + spread / math.sqrt(d) * jax.random.normal(k_noise, (n, d), _dtype())
+    x = centres[labels] + spread / math.sqrt(d) * jax.random.normal(k_noise, (n, d), _dtype(dtype))
     return x, labels
 
 
@@ -170,8 +183,8 @@ _SKLEARN_CLASSIFICATION = ("breast_cancer", "wine", "digits", "iris", "moons")
 DATASETS = ("sphere", "circle", "clusters") + _SKLEARN_REGRESSION + _SKLEARN_CLASSIFICATION
 
 
-def _one_hot(labels, classes: int):
-    return jax.nn.one_hot(jnp.asarray(labels), classes, dtype=_dtype())
+def _one_hot(labels, classes: int, dtype):
+    return jax.nn.one_hot(jnp.asarray(labels), classes, dtype=dtype)
 
 
 def _sklearn(name: str, n: int | None, seed: int):
@@ -205,41 +218,48 @@ def load(
     normalization: str = "sphere",
     test_fraction: float = 0.0,
     seed: int = 0,
+    dtype=None,
 ) -> Dataset:
     """A dataset by name (one of :data:`DATASETS`), normalised, optionally split into train and test.
 
     Synthetic sets (``sphere``, ``circle``, ``clusters``) use ``key`` (default ``PRNGKey(seed)``) and get
     teacher-network regression targets. scikit-learn sets are read from the package (no download);
-    ``n`` subsamples them (deterministically from ``seed``). Regression targets are standardised;
-    classification targets are one-hot.
+    ``n`` subsamples them: from ``key`` when one is given, else deterministically from ``seed``. Regression
+    targets are standardised; classification targets are one-hot. ``dtype`` defaults to JAX's float
+    (float64 when its 64-bit mode is on).
     """
     if name not in DATASETS:
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
     if not 0.0 <= test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    subsample_key = key
     key = jax.random.PRNGKey(seed) if key is None else key
+    dtype = _dtype(dtype)
     k_data, k_target, k_split = jax.random.split(key, 3)
     task = "regression"
     if name == "sphere":
-        x = sphere(k_data, n or 64, d)
+        x = sphere(k_data, n or 64, d, dtype=dtype)
         y = teacher_targets(k_target, x)
     elif name == "circle":
-        x = circle(k_data, n or 64)
+        x = circle(k_data, n or 64, dtype=dtype)
         y = teacher_targets(k_target, x)
     elif name == "clusters":
-        x, _ = gaussian_clusters(k_data, n or 64, d)
+        x, _ = gaussian_clusters(k_data, n or 64, d, dtype=dtype)
         y = teacher_targets(k_target, normalize(x, "sphere"))
     else:
         x_np, y_np = _sklearn(name, n, seed)
         if n is not None and n < x_np.shape[0]:
-            keep = np.random.default_rng(seed).choice(x_np.shape[0], size=n, replace=False)
+            if subsample_key is None:
+                keep = np.random.default_rng(seed).choice(x_np.shape[0], size=n, replace=False)
+            else:
+                keep = np.asarray(jax.random.choice(k_data, x_np.shape[0], (n,), replace=False))
             x_np, y_np = x_np[keep], y_np[keep]
-        x = jnp.asarray(x_np, _dtype())
+        x = jnp.asarray(x_np, dtype)
         if name in _SKLEARN_CLASSIFICATION:
             task = "classification"
-            y = _one_hot(y_np.astype(int), int(y_np.max()) + 1)
+            y = _one_hot(y_np.astype(int), int(y_np.max()) + 1, dtype)
         else:
-            y = jnp.asarray((y_np - y_np.mean()) / y_np.std(), _dtype())[:, None]
+            y = jnp.asarray((y_np - y_np.mean()) / y_np.std(), dtype)[:, None]
     x = normalize(x, normalization)
     x = check_inputs(x, f"{name} inputs")
     if test_fraction == 0.0:

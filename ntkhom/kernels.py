@@ -1,10 +1,18 @@
-"""Neural tangent kernels of homotopy networks: finite width, infinite width, closed form, and the s-path.
+"""Neural tangent kernels: finite width for any network, infinite width, closed form, and the s-path.
 
 Conventions. Every kernel here is the Gram matrix K_ij = <d f(x_i) / d theta, d f(x'_j) / d theta> over the
-*trained* parameters (``model.trained``): with the loss 1/2 sum_i (f_i - y_i)^2, gradient descent with step
-eta moves the residual by -eta K (f - y). For ``trained="hidden"`` the output layer is frozen, so the
-infinite-width kernel is neural-tangents' NTK minus the output layer's own contribution, which is exactly the
-network's NNGP (the output layer's weights enter f linearly).
+*trained* parameters (``trained=``, :mod:`ntkhom.networks`; ``model.trained`` for a ``HomotopyMLP``): with
+the loss 1/2 sum_i (f_i - y_i)^2, gradient descent with step eta moves the residual by -eta K (f - y). For
+``trained="hidden"`` the output layer is frozen, so the infinite-width kernel is neural-tangents' NTK minus
+the output layer's own contribution, which is exactly the network's NNGP (the output layer's weights enter f
+linearly).
+
+Networks. :func:`empirical_ntk` takes anything :func:`ntkhom.networks.as_network` accepts (a function
+``f(params, x[, s])``, a stax triple, a Flax module, a ``HomotopyMLP``); :func:`infinite_ntk` any network
+with an infinite-width description (a stax triple, a ``HomotopyMLP``); :func:`network_kernel` picks the
+structured two-layer kernel below where it applies. Every kernel runs under ``jax.jit``, ``jax.vmap`` and
+``jax.grad`` (in ``s`` and in the parameters): values are checked only where they are concrete, and the
+jitted pieces are compiled once per network and shape, at module level.
 
 Two-layer structure. For f(x) = c2 sum_r a_r sigma_s(z_r) (+ b_out c), z_r = c1 w_r . x (+ b_std b_r),
 c1 = W_std_1 / sqrt(d), c2 = W_std_2 / sqrt(m):
@@ -40,10 +48,11 @@ import numpy as np
 from ntkhom.activations import check_s
 from ntkhom.data import check_inputs
 from ntkhom.models import HomotopyMLP, Params
-from ntkhom.nt import NtkImplementation, empirical_ntk_fn
+from ntkhom.networks import Network, as_network, check_params, combine
 
 __all__ = [
     "KernelPath",
+    "network_kernel",
     "empirical_ntk",
     "empirical_ntk_batch",
     "empirical_ntk_two_layer",
@@ -61,9 +70,13 @@ DEFAULT_BLOCK_BYTES = 64 * 2**20
 _PATH_NODES = (0.0, 1.0, 2.0)
 
 
+@functools.partial(jax.tree_util.register_dataclass, data_fields=["K0", "K1", "K2"], meta_fields=[])
 @dataclasses.dataclass(frozen=True)
 class KernelPath:
-    """K(s) = K0 + s K1 + s^2 K2: a whole homotopy path of two-layer kernels as three (n1, n2) matrices."""
+    """K(s) = K0 + s K1 + s^2 K2: a whole homotopy path of two-layer kernels as three (n1, n2) matrices.
+
+    A pytree, so jitted code can return it and ``jax.vmap`` can stack it.
+    """
 
     K0: jax.Array
     K1: jax.Array
@@ -82,67 +95,130 @@ class KernelPath:
 
 
 # -- inputs -----------------------------------------------------------------------------------------------
-def _pair(model: HomotopyMLP, params: Params | None, x1, x2):
-    x1 = check_inputs(x1, "x1") if params is None else model.check(params, x1)
+def _pair(network: Network | None, params, x1, x2):
+    """Validated (x1, x2): 2-D, finite where concrete, equal feature counts, matching a HomotopyMLP's d.
+
+    With ``params``, non-finite parameters are refused first, naming the leaf."""
+    model = None if network is None else network.model
+    if params is not None:
+        check_params(params)
+
+    def one(x, name):
+        if model is not None and params is not None:
+            return model.check(params, x, name)
+        return check_inputs(x, name)
+
+    x1 = one(x1, "x1")
     if x2 is None:
         return x1, None
-    x2 = check_inputs(x2, "x2") if params is None else model.check(params, x2)
+    x2 = one(x2, "x2")
     if x2.shape[1] != x1.shape[1]:
         raise ValueError(f"x1 has {x1.shape[1]} features but x2 has {x2.shape[1]}")
     return x1, x2
 
 
-def _require_two_layer(model: HomotopyMLP, what: str) -> None:
-    if model.depth != 1 or model.out_dim != 1:
+def _homotopy_s(network: Network, s):
+    """``s`` checked (where concrete) for a network that takes one; None keeps the network's default."""
+    if s is None:
+        return None
+    if not network.accepts_s:
+        raise TypeError("this network takes no homotopy parameter s (it is fixed in its layers); pass s=None")
+    return check_s(s)
+
+
+def _homotopy_model(network, what: str) -> HomotopyMLP:
+    model = network if isinstance(network, HomotopyMLP) else as_network(network).model
+    if model is None or model.depth != 1 or model.out_dim != 1:
+        got = "not a HomotopyMLP" if model is None else f"widths={model.widths}, out_dim={model.out_dim}"
         raise ValueError(
-            f"{what} needs a two-layer network with one output (got widths={model.widths}, "
-            f"out_dim={model.out_dim}); use empirical_ntk (neural-tangents) for other networks"
+            f"{what} needs a two-layer network (a HomotopyMLP with one hidden layer and one output; {got}); "
+            "use empirical_ntk for other networks"
         )
+    return model
 
 
-# -- finite width: neural-tangents, any network ----------------------------------------------------------
-def _empirical_ntk_unchecked(model: HomotopyMLP, params: Params, x1, x2, s, implementation) -> jax.Array:
-    # No validation: safe under jit, vmap and lax.map (callers validate concrete inputs first).
-    def f(trainable, x):
-        return model.apply(model.combine(trainable, params), x, s)
+# -- finite width: any network ------------------------------------------------------------------------------
+@functools.partial(jax.jit, static_argnames=("apply",))
+def _jacobian_ntk(apply, trainable, frozen, x1, x2, s) -> jax.Array:
+    """sum over trained leaves of J(x1) J(x2)^T, averaged over the k outputs; jitted once per network."""
 
-    ntk_fn = empirical_ntk_fn(f, trace_axes=(-1,), vmap_axes=0, implementation=implementation)
-    return ntk_fn(x1, x2, model.trainable(params))
+    def row_jacobian(x):
+        # Leaves of shape (k, *leaf shape): the Jacobian of one input's k outputs.
+        return jax.jacrev(lambda t: apply(combine(t, frozen), x[None], s)[0])(trainable)
+
+    def flat(jacobian, n):
+        leaves = [leaf.reshape(n, leaf.shape[1], -1) for leaf in jax.tree.leaves(jacobian)]
+        return jnp.concatenate(leaves, axis=-1)  # (n, k, P)
+
+    j1 = flat(jax.vmap(row_jacobian)(x1), x1.shape[0])
+    j2 = j1 if x2 is None else flat(jax.vmap(row_jacobian)(x2), x2.shape[0])
+    return jnp.einsum("ikp,jkp->ij", j1, j2) / j1.shape[1]
 
 
 def empirical_ntk(
-    model: HomotopyMLP,
-    params: Params,
+    network,
+    params,
     x1,
     x2=None,
-    s=None,
     *,
-    implementation: NtkImplementation | int = NtkImplementation.JACOBIAN_CONTRACTION,
+    s=None,
+    trained=None,
+    implementation=None,
 ) -> jax.Array:
-    """Empirical NTK over the trained parameters by neural-tangents' ``empirical_ntk_fn``, shape (n1, n2).
+    """Empirical NTK of any network over its trained parameters, shape (n1, n2).
 
-    Any depth. For several outputs the kernel is averaged over the output axis (neural-tangents'
-    ``trace_axes``). ``implementation`` is JACOBIAN_CONTRACTION (default) or NTK_VECTOR_PRODUCTS;
-    STRUCTURED_DERIVATIVES does not run on current JAX (see :mod:`ntkhom.nt`).
+    K_ij = (1/k) sum_o <d f_o(x1_i) / d theta, d f_o(x2_j) / d theta> over the trained leaves theta, averaged
+    over the k outputs (neural-tangents' ``trace_axes=(-1,)``).
+
+    Args:
+      network: anything :func:`ntkhom.networks.as_network` accepts (a ``HomotopyMLP``, a stax triple, a
+        Flax module, a function ``f(params, x[, s])``).
+      params: the parameter pytree; non-finite leaves are refused (where concrete).
+      x1: (n1, d) inputs. x2: (n2, d) inputs, or None for x1.
+      s: homotopy parameter for networks that take one (None: the network's default).
+      trained: which leaves are trained (:func:`ntkhom.networks.trained_mask`); None: the network's default.
+      implementation: None (default) for ntkhom's Jacobian contraction (jitted once per network; runs under
+        ``jit``, ``vmap`` and ``grad``), or a neural-tangents ``NtkImplementation`` (JACOBIAN_CONTRACTION or
+        NTK_VECTOR_PRODUCTS) to use neural-tangents' ``empirical_ntk_fn``.
     """
-    x1, x2 = _pair(model, params, x1, x2)
-    s = model.s if s is None else check_s(s)
-    return _empirical_ntk_unchecked(model, params, x1, x2, s, implementation)
+    network = as_network(network)
+    x1, x2 = _pair(network, params, x1, x2)
+    s = _homotopy_s(network, s)
+    trainable, frozen = network.partition(params, trained)
+    if implementation is None:
+        return _jacobian_ntk(network.apply, trainable, frozen, x1, x2, s)
+    from ntkhom.nt import empirical_ntk_fn
+
+    def f(t, x):
+        return network.apply(combine(t, frozen), x, s)
+
+    return empirical_ntk_fn(f, trace_axes=(-1,), vmap_axes=0, implementation=implementation)(x1, x2, trainable)
 
 
-def empirical_ntk_batch(model: HomotopyMLP, params_batch: Params, x, s_batch) -> jax.Array:
-    """:func:`empirical_ntk` for B parameter sets (leading axis of every leaf) and B values of s, (B, n, n),
-    under one compilation (``lax.map``, so memory stays that of one kernel computation)."""
-    x = model.check(jax.tree.map(lambda leaf: leaf[0], params_batch), x)
-    s_batch = jnp.asarray(s_batch, x.dtype)
-    if s_batch.ndim != 1 or s_batch.shape[0] != jax.tree.leaves(params_batch)[0].shape[0]:
-        raise ValueError("s_batch must be 1-D with one value per parameter set")
+@functools.partial(jax.jit, static_argnames=("apply",))
+def _batch_ntk(apply, trainable, frozen, x, s):
+    return jax.lax.map(lambda item: _jacobian_ntk(apply, item[0], item[1], x, None, item[2]), (trainable, frozen, s))
 
-    def kernel(item):
-        params, s = item
-        return _empirical_ntk_unchecked(model, params, x, None, s, NtkImplementation.JACOBIAN_CONTRACTION)
 
-    return jax.jit(lambda p, s: jax.lax.map(kernel, (p, s)))(params_batch, s_batch)
+def empirical_ntk_batch(network, params_batch, x, *, s=None, trained=None) -> jax.Array:
+    """:func:`empirical_ntk` for B parameter sets (leading axis of every leaf), shape (B, n, n).
+
+    ``s``: None, or B values of the homotopy parameter (1-D), one per parameter set. One compilation per
+    network and shape (jitted at module level; ``lax.map``, so memory stays that of one kernel).
+    """
+    network = as_network(network)
+    check_params(params_batch, "params_batch")
+    first = jax.tree.map(lambda leaf: leaf[0], params_batch)
+    x, _ = _pair(network, first, x, None)
+    batch = jax.tree.leaves(params_batch)[0].shape[0]
+    if s is not None:
+        if not network.accepts_s:
+            raise TypeError("this network takes no homotopy parameter s; pass s=None")
+        s = jnp.asarray(s, x.dtype)
+        if s.ndim != 1 or s.shape[0] != batch:
+            raise ValueError(f"s must be 1-D with one value per parameter set ({batch}), got shape {s.shape}")
+    trainable, frozen = network.partition(params_batch, trained)
+    return _batch_ntk(network.apply, trainable, frozen, x, s)
 
 
 # -- finite width: structured two-layer kernel -------------------------------------------------------------
@@ -395,12 +471,12 @@ def _two_layer_assemble(model, params, x1, x2, s, degree, block_width, block_row
 
 
 def empirical_ntk_two_layer(
-    model: HomotopyMLP,
+    model,
     params: Params,
     x1,
     x2=None,
-    s=None,
     *,
+    s=None,
     block_width: int | None = None,
     block_rows: int | None = None,
     pattern: bool | None = None,
@@ -410,21 +486,23 @@ def empirical_ntk_two_layer(
     Equal to :func:`empirical_ntk` (tested), at a cost of about 2 n1 n2 m multiply-adds per trained layer.
     The width is processed in blocks of ``block_width`` columns (default: what fits in
     :data:`DEFAULT_BLOCK_BYTES`), and rows of x1 in tiles of ``block_rows`` (default: all), so memory is
-    O(n1 n2 + n * block_width) whatever the width.
+    O(n1 n2 + n * block_width) whatever the width. Runs under ``jit``, ``vmap`` and ``grad`` (``s``, params).
 
-    ``pattern``: how the hidden-layer term is computed. None (default) counts bit-packed sign patterns
-    whenever that is exact (ReLU-family phi, output weights of equal magnitude, concrete parameters; see
-    the module docstring) and uses float products otherwise; True insists on the counts (ValueError where
-    they do not apply); False always uses float products.
+    ``pattern``: how the hidden-layer term is computed. Both ways are exact, so the choice changes speed,
+    not the result (beyond rounding: traced and concrete calls agree to 1e-12 in float64, tested). None
+    (default) counts bit-packed sign patterns when that applies (ReLU-family phi, output weights of equal
+    magnitude; see the module docstring) and the output weights are concrete, and uses float products
+    otherwise (traced output weights, whose magnitudes are unknown); True insists on the counts (ValueError
+    where they do not apply); False always uses float products.
     """
-    _require_two_layer(model, "empirical_ntk_two_layer")
-    x1, x2 = _pair(model, params, x1, x2)
+    model = _homotopy_model(model, "empirical_ntk_two_layer")
+    x1, x2 = _pair(as_network(model), params, x1, x2)
     s = model.s if s is None else check_s(s)
     return _two_layer_assemble(model, params, x1, x2, s, 0, block_width, block_rows, pattern)
 
 
 def empirical_kernel_path(
-    model: HomotopyMLP,
+    model,
     params: Params,
     x1,
     x2=None,
@@ -437,55 +515,69 @@ def empirical_kernel_path(
 
     ``block_width``, ``block_rows`` and ``pattern`` as in :func:`empirical_ntk_two_layer`.
     """
-    _require_two_layer(model, "empirical_kernel_path")
-    x1, x2 = _pair(model, params, x1, x2)
+    model = _homotopy_model(model, "empirical_kernel_path")
+    x1, x2 = _pair(as_network(model), params, x1, x2)
     K = _two_layer_assemble(model, params, x1, x2, None, 2, block_width, block_rows, pattern)
     return KernelPath(K[0], K[1], K[2])
 
 
+def network_kernel(network, params, x1, x2=None, *, s=None, trained=None) -> jax.Array:
+    """The empirical NTK by the fastest exact route, (n1, n2): the structured two-layer kernel
+    (:func:`empirical_ntk_two_layer`) for a two-layer single-output ``HomotopyMLP`` with its own trained
+    setting (``trained`` None, ``"hidden"`` or ``"all"``), :func:`empirical_ntk` otherwise."""
+    network = as_network(network)
+    model = network.model
+    if model is not None and model.depth == 1 and model.out_dim == 1 and (trained is None or isinstance(trained, str)):
+        if isinstance(trained, str):
+            model = dataclasses.replace(model, trained=trained)
+        return empirical_ntk_two_layer(model, params, x1, x2, s=s)
+    return empirical_ntk(network, params, x1, x2, s=s, trained=trained)
+
+
 # -- infinite width ---------------------------------------------------------------------------------------
-def _infinite(model: HomotopyMLP, x1, x2, s, batch_size: int | None):
-    from ntkhom.nt import nt
+def _infinite(network, x1, x2, s, batch_size: int | None):
+    network = as_network(network)
+    if network.kernel_fn is None:
+        raise ValueError(
+            "this network has no infinite-width description; build it from neural-tangents stax layers "
+            "(with ntkhom.stax.Homotopy for sigma_s) or use a HomotopyMLP"
+        )
+    x1, x2 = _pair(None, None, x1, x2)
+    s = _homotopy_s(network, s)
+    return network.kernel_fn(x1, x2, s=s, batch_size=batch_size)
 
-    x1, x2 = _pair(model, None, x1, x2)
-    s = model.s if s is None else check_s(s)
-    _, _, kernel_fn = model.stax(x1.shape[1], s)
-    if batch_size:
-        kernel_fn = nt.batch(kernel_fn, batch_size=batch_size)
-    kernel = kernel_fn(x1, x2, ("ntk", "nngp"))
-    return kernel.ntk, kernel.nngp
 
+def infinite_ntk(network, x1, x2=None, *, s=None, batch_size: int | None = None) -> jax.Array:
+    """Infinite-width NTK over the trained layers, shape (n1, n2).
 
-def infinite_ntk(model: HomotopyMLP, x1, x2=None, s=None, *, batch_size: int | None = None) -> jax.Array:
-    """Infinite-width NTK over the trained layers (neural-tangents ``stax``), shape (n1, n2).
-
-    ``trained="hidden"``: NTK minus NNGP (the frozen output layer's own term); ``"all"``: the full NTK.
-    ``batch_size`` evaluates the kernel in tiles (neural-tangents ``batch``) to bound memory.
+    ``network``: a stax triple (its ``kernel_fn``; the NTK of every layer) or a ``HomotopyMLP`` (its stax
+    description; ``trained="hidden"`` gives NTK minus NNGP, the frozen output layer's own term).
+    ``batch_size`` evaluates the kernel in tiles (neural-tangents ``batch``, concrete inputs only) to bound
+    memory. Jittable in x1, x2 (neural-tangents kernels are).
     """
-    ntk, nngp = _infinite(model, x1, x2, s, batch_size)
-    return ntk - nngp if model.trained == "hidden" else ntk
+    return _infinite(network, x1, x2, s, batch_size)[0]
 
 
-def infinite_nngp(model: HomotopyMLP, x1, x2=None, s=None, *, batch_size: int | None = None) -> jax.Array:
+def infinite_nngp(network, x1, x2=None, *, s=None, batch_size: int | None = None) -> jax.Array:
     """Infinite-width NNGP kernel (the output covariance at initialization), shape (n1, n2)."""
-    return _infinite(model, x1, x2, s, batch_size)[1]
+    return _infinite(network, x1, x2, s, batch_size)[1]
 
 
-def infinite_kernel_path(model: HomotopyMLP, x1, x2=None, *, batch_size: int | None = None) -> KernelPath:
+def infinite_kernel_path(model, x1, x2=None, *, batch_size: int | None = None) -> KernelPath:
     """K(s) = K0 + s K1 + s^2 K2 at infinite width (two-layer), from three kernels at s = 0, 1, 2.
 
     The infinite-width two-layer kernel is exactly quadratic in s (sigma_s is affine in s), so the three
     samples determine it; the result is checked against direct evaluation at other s in the tests.
     """
-    _require_two_layer(model, "infinite_kernel_path")
-    k0, k1, k2 = (infinite_ntk(model, x1, x2, s, batch_size=batch_size) for s in _PATH_NODES)
+    model = _homotopy_model(model, "infinite_kernel_path")
+    k0, k1, k2 = (infinite_ntk(model, x1, x2, s=s, batch_size=batch_size) for s in _PATH_NODES)
     # Newton form of the quadratic through s = 0, 1, 2.
     second = (k2 - 2.0 * k1 + k0) / 2.0
     return KernelPath(k0, k1 - k0 - second, second)
 
 
 # -- closed form --------------------------------------------------------------------------------------------
-def closed_form_ntk_relu(x1, x2=None, s=1.0, *, trained: str = "hidden") -> jax.Array:
+def closed_form_ntk_relu(x1, x2=None, *, s=1.0, trained: str = "hidden") -> jax.Array:
     """Infinite-width NTK of the two-layer homotopy-ReLU network in closed form (no neural-tangents).
 
     With G = X1 X2^T, rho = cosine of the angle between inputs and theta = arccos(rho):
@@ -495,6 +587,7 @@ def closed_form_ntk_relu(x1, x2=None, s=1.0, *, trained: str = "hidden") -> jax.
 
     for w ~ N(0, I_d), output weights of unit variance and no biases (:func:`ntkhom.models.two_layer`). For
     unit-norm inputs and s = 1 this is Du et al.'s H^inf. ``trained="all"`` adds the output-layer term.
+    Runs under ``jit``, ``vmap`` and ``grad`` (the zero-input check runs on concrete inputs only).
     """
     if trained not in ("hidden", "all"):
         raise ValueError(f"unknown trained={trained!r}; choose 'hidden' or 'all'")
@@ -503,9 +596,10 @@ def closed_form_ntk_relu(x1, x2=None, s=1.0, *, trained: str = "hidden") -> jax.
     x2 = x1 if x2 is None else check_inputs(x2, "x2")
     if x1.shape[1] != x2.shape[1]:
         raise ValueError(f"x1 has {x1.shape[1]} features but x2 has {x2.shape[1]}")
-    norms = jnp.linalg.norm(x1, axis=1)[:, None] * jnp.linalg.norm(x2, axis=1)[None, :]
-    if bool(jnp.any(norms == 0)):
+    concrete = not any(isinstance(x, jax.core.Tracer) for x in (x1, x2))
+    if concrete and any(bool(np.any(np.all(np.asarray(x) == 0, axis=1))) for x in (x1, x2)):
         raise ValueError("closed_form_ntk_relu needs nonzero inputs (the angle between them must be defined)")
+    norms = jnp.linalg.norm(x1, axis=1)[:, None] * jnp.linalg.norm(x2, axis=1)[None, :]
     gram = x1 @ x2.T
     rho = jnp.clip(gram / norms, -1.0, 1.0)
     hidden = gram * ((1.0 - s / 2.0) ** 2 + s**2 / (2.0 * np.pi) * jnp.arcsin(rho))

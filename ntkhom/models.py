@@ -28,9 +28,8 @@ from typing import Literal
 import jax
 import jax.numpy as jnp
 
-from ntkhom.activations import Phi, as_phi, check_s, homotopy, homotopy_stax_layer
+from ntkhom.activations import Phi, as_phi, check_s, homotopy
 from ntkhom.data import check_inputs
-from ntkhom.nt import stax
 
 __all__ = ["HomotopyMLP", "two_layer", "mlp", "Params", "TRAINED_CHOICES"]
 
@@ -72,7 +71,7 @@ class HomotopyMLP:
         if len(widths) == 0:
             raise ValueError("a homotopy network needs at least one hidden layer (widths is empty)")
         for width in widths:
-            if int(width) != width or width <= 0:
+            if isinstance(width, bool) or int(width) != width or width <= 0:
                 raise ValueError(f"every width must be a positive integer, got widths = {widths}")
         if int(self.out_dim) != self.out_dim or self.out_dim <= 0:
             raise ValueError(f"out_dim must be a positive integer, got {self.out_dim}")
@@ -104,14 +103,17 @@ class HomotopyMLP:
         return self.s if s is None else check_s(s)
 
     # -- finite network ------------------------------------------------------------------------------
-    def init(self, key, d: int) -> Params:
-        """Parameters for inputs of dimension d (all N(0, 1); output weights per ``output_init``)."""
-        if int(d) != d or d <= 0:
+    def init(self, key, d: int, *, dtype=None) -> Params:
+        """Parameters for inputs of dimension d (all N(0, 1); output weights per ``output_init``).
+
+        ``dtype``: float dtype of every leaf; default float64 when JAX's 64-bit mode is on, else float32.
+        """
+        if isinstance(d, bool) or int(d) != d or d <= 0:
             raise ValueError(f"input dimension d must be a positive integer, got {d}")
         sizes = (int(d),) + self.widths + (self.out_dim,)
         scales = self.layer_scales(int(d))
         keys = jax.random.split(key, 2 * len(scales))
-        dtype = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+        dtype = _float_dtype(dtype)
         params = []
         for layer, ((fan_in, fan_out), (_, b_std)) in enumerate(zip(zip(sizes[:-1], sizes[1:]), scales)):
             is_output = layer == len(scales) - 1
@@ -126,7 +128,10 @@ class HomotopyMLP:
         return tuple(params)
 
     def apply(self, params: Params, x, s=None):
-        """Network outputs f(x), shape (n, out_dim). ``s`` may be a traced value (vmap/grad over s)."""
+        """Network outputs f(x), shape (n, out_dim). ``s`` may be a traced value (vmap/grad over s).
+
+        Non-finite parameters give non-finite outputs (a diverged run stays visible); the kernels refuse them.
+        """
         s = self._s(s)
         d = params[0]["W"].shape[0]
         h = x
@@ -145,22 +150,26 @@ class HomotopyMLP:
         """Full parameters from a trained part and the frozen rest of ``params``."""
         return tuple(trainable) if self.trained == "all" else tuple(trainable) + (params[-1],)
 
-    def check(self, params: Params, x) -> jax.Array:
-        """Validate inputs against the parameters: 2-D, finite, matching input dimension."""
-        x = check_inputs(x)
+    def check(self, params: Params, x, name: str = "x") -> jax.Array:
+        """Validate inputs against the parameters: 2-D, finite (where concrete), matching input dimension."""
+        x = check_inputs(x, name)
         d = params[0]["W"].shape[0]
         if x.shape[1] != d:
-            raise ValueError(f"inputs have {x.shape[1]} features but the network expects d = {d}")
+            raise ValueError(f"{name} has {x.shape[1]} features but the network expects d = {d}")
         return x
 
     # -- neural-tangents description ----------------------------------------------------------------
     def stax(self, d: int, s=None):
-        """``(init_fn, apply_fn, kernel_fn)`` of the same network built from neural-tangents layers."""
+        """``(init_fn, apply_fn, kernel_fn)`` of the same network built from neural-tangents layers
+        (``Dense`` and :func:`ntkhom.stax.Homotopy`); loads neural-tangents on first use."""
+        from ntkhom.nt import stax
+        from ntkhom.stax import Homotopy
+
         s = self._s(s)
         layers = []
         scales = self.layer_scales(int(d))
         for width, (W_std, b_std) in zip(self.widths, scales[:-1]):
-            layers += [stax.Dense(width, W_std=W_std, b_std=b_std), homotopy_stax_layer(s, self.phi)]
+            layers += [stax.Dense(width, W_std=W_std, b_std=b_std), Homotopy(s, self.phi)]
         W_std, b_std = scales[-1]
         layers.append(stax.Dense(self.out_dim, W_std=W_std, b_std=b_std))
         return stax.serial(*layers)
@@ -173,6 +182,15 @@ class HomotopyMLP:
             if layer < len(params) - 1:
                 out.append(())
         return tuple(out)
+
+
+def _float_dtype(dtype):
+    if dtype is None:
+        return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    dtype = jnp.dtype(dtype)
+    if not jnp.issubdtype(dtype, jnp.floating):
+        raise ValueError(f"dtype must be a floating dtype, got {dtype}")
+    return dtype
 
 
 def two_layer(

@@ -25,11 +25,15 @@ i.e. theta' = theta * exp(-(B z) / 2) with B = -1 on incoming and +1 on outgoing
 unchanged; g' = g * exp(B z).
 
 PathCond minimises the convex F(z) = n log(sum_i g_i exp((B z)_i)) - sum_i (B z)_i (n parameters) by exact
-cyclic coordinate descent: for neuron h with x = exp(z_h), out_h = sum_out g_i exp((Bz)_i - z_h),
-in_h = sum_in g_i exp((Bz)_i + z_h), D_h the rest of the sum and A_h = |in(h)| - |out(h)|, the minimiser
-along z_h is the positive root of (A_h + n) out_h x^2 + A_h D_h x + (A_h - n) in_h = 0. Neurons of one layer
-share no parameter, so out_h and in_h of a whole layer come from two matrix-vector products and the sweep over
-the layer's neurons is a scalar ``lax.scan`` carrying the running sum: one sweep costs O(n).
+cyclic coordinate descent: for neuron h with x = exp(z_h), out_h = sum_out g_i exp((Bz)_i - z_h), in_h =
+sum_in g_i exp((Bz)_i + z_h), D_h the rest of the sum and A_h = |in(h)| - |out(h)|, the minimiser along z_h is
+the positive root of (A_h + n) out_h x^2 + A_h D_h x + (A_h - n) in_h = 0 where one exists. That includes
+pruned neurons (incoming weights and bias zero, so out_h = 0): x = (n - A_h) in_h / (A_h D_h) when A_h > 0,
+and dead ones (outgoing weights zero, in_h = 0): x = -A_h D_h / ((n + A_h) out_h) when A_h < 0. Where no
+positive root exists, F is monotone along z_h (its infimum lies at z_h = +-inf) and z_h is left as it is,
+so the rescaling stays finite. Neurons of one layer share no parameter, so out_h and in_h of a whole layer
+come from two matrix-vector products and the sweep over the layer's neurons is a scalar ``lax.scan`` carrying
+the running sum: one sweep costs O(n).
 ENorm (Stock, Graham, Gribonval, Jegou, *Equi-normalization of neural networks*, ICLR 2019) is the baseline:
 block coordinate descent on sum_i theta_i^2 over the same symmetry, lambda_h^4 = ||out_h||^2 / ||in_h||^2.
 
@@ -66,7 +70,6 @@ __all__ = [
     "enorm",
     "ntk_conditioning",
     "kernel_conditioning",
-    "rescaled_every",
 ]
 
 PARAMETERIZATIONS = ("ntk", "standard")
@@ -261,9 +264,11 @@ def pathcond_objective(g: Params, z) -> jax.Array:
 
 
 def _positive_root(a, b, c):
-    """The positive root of a x^2 + b x + c with a > 0 > c, without cancellation."""
+    """The positive root of a x^2 + b x + c for a >= 0 >= c, where one exists (see :func:`_coordinate_minimiser`),
+    without cancellation: -2c / (b + sqrt(b^2 - 4ac)) if b >= 0, else (-b + sqrt(b^2 - 4ac)) / (2a)."""
     root = jnp.sqrt(b * b - 4 * a * c)
-    return jnp.where(b >= 0, -2 * c / (b + root), (-b + root) / (2 * a))
+    return jnp.where(b >= 0, -2 * c / jnp.where(b + root > 0, b + root, 1.0),
+                     (-b + root) / jnp.where(a > 0, 2 * a, 1.0))
 
 
 def _layer_masses(g: Params, z, layer: int):
@@ -280,15 +285,30 @@ def _layer_masses(g: Params, z, layer: int):
 
 
 def _coordinate_minimiser(n, A, in_h, out_h, x, total):
-    """Exact minimiser of F along z_h (x = exp(z_h) -> new x, new total). A neuron whose incoming or
-    outgoing mass is zero has no finite minimiser along z_h (F is monotone there): it is left as is."""
+    """Exact minimiser of F along z_h: x = exp(z_h) -> (new x, new total).
+
+    Along z_h, F = n log(out_h x + in_h / x + D_h) + A_h z_h + const (D_h >= 0 the rest of the sum), and
+    dF/dz_h = 0 is q(x) = a x^2 + b x + c = 0 with a = (A_h + n) out_h >= 0, b = A_h D_h, c = (A_h - n) in_h <= 0
+    (|A_h| < n). F is convex in z_h, so a positive root of q is its minimiser, and:
+
+    - in_h > 0, out_h > 0 (a > 0 > c): exactly one positive root;
+    - out_h = 0 < in_h (a pruned neuron: incoming weights and bias zero, so no path runs through its outgoing
+      weights): x = (n - A_h) in_h / (A_h D_h) if A_h > 0 and D_h > 0; otherwise F decreases monotonically
+      as z_h -> +inf;
+    - in_h = 0 < out_h (a dead neuron: outgoing weights zero): x = -A_h D_h / ((n + A_h) out_h) if A_h < 0
+      and D_h > 0; otherwise F decreases monotonically as z_h -> -inf;
+    - in_h = out_h = 0: F = A_h z_h + const, monotone unless A_h = 0 (then constant).
+
+    Where F is monotone along z_h its infimum is at z_h = +-inf (F may be unbounded below there) and no finite
+    minimiser exists; z_h is then left unchanged, so the result stays finite (and F is constant when A_h = 0).
+    """
     own = out_h * x + in_h / x
     rest = jnp.maximum(total - own, 0.0)
-    ok = (in_h > 0) & (out_h > 0)
-    safe_out = jnp.where(ok, out_h, 1.0)
-    safe_in = jnp.where(ok, in_h, 1.0)
-    x_new = _positive_root((A + n) * safe_out, A * rest, (A - n) * safe_in)
-    x_new = jnp.where(ok, x_new, x)
+    a, b, c = (A + n) * out_h, A * rest, (A - n) * in_h
+    exists = ((c < 0) & ((a > 0) | (b > 0))) | ((c == 0) & (a > 0) & (b < 0))
+    one = jnp.ones_like(a)
+    x_new = _positive_root(jnp.where(exists, a, one), jnp.where(exists, b, 0 * b), jnp.where(exists, c, -one))
+    x_new = jnp.where(exists, x_new, x)
     return x_new, rest + out_h * x_new + in_h / x_new
 
 
@@ -360,7 +380,11 @@ def pathcond(
     cyclic coordinate descent, then theta' = theta * exp(-(B z) / 2). The function computed by the network
     (at every s) and its path-lifting are unchanged. jit/vmap-compatible in ``params`` (NaN/inf parameters
     are refused only when the values are concrete). Use it once before a solver, or every k steps with
-    :func:`rescaled_every`.
+    :func:`ntkhom.solvers.rescaling.rescaled_every`.
+
+    Pruned neurons (incoming weights and bias zero) and dead ones (outgoing weights zero) are rescaled to their
+    minimiser along z_h where one exists; a neuron along which F is monotone (e.g. pruned with
+    |in(h)| <= |out(h)|, where F keeps decreasing as z_h grows) has no finite minimiser and keeps z_h = 0.
 
     Args:
       params: HomotopyMLP parameters, >= 1 hidden layer, float32 or float64 (the result keeps the dtype).
@@ -384,9 +408,19 @@ def _pathcond_params(params: Params, scales, max_sweeps: int, tol):
 
 def pathcond_python(g: Params, *, max_sweeps: int = DEFAULT_MAX_SWEEPS, tol: float = DEFAULT_TOL,
                     trace: list | None = None) -> tuple[np.ndarray, ...]:
-    """The same coordinate descent as :func:`pathcond_from_diag`, as a plain Python loop over neurons in NumPy
-    (float64): each neuron's in/out masses are recomputed from its own row and column. The benchmark's
-    baseline and an independent check; ``trace`` (a list) receives z after every coordinate step."""
+    """The cyclic coordinate descent of :func:`pathcond_from_diag` as a plain Python loop over neurons in NumPy
+    (float64), each one-dimensional problem solved numerically rather than in closed form: an independent
+    check of the closed form (in the tests and in ``benchmarks/bench_pathcond.py``).
+
+    For neuron h, F(t) = n log(out_h e^t + in_h e^-t + D_h) + A_h t along z_h = t (masses recomputed from the
+    neuron's own row and column), F'(t) = n (out_h e^t - in_h e^-t) / (out_h e^t + in_h e^-t + D_h) + A_h is
+    increasing (F is convex), and its zero is bracketed by stepping away from the current z_h in doubling steps
+    (up to 256 away) and found by Brent's method (``scipy.optimize.brentq``). If F' does not
+    change sign there, F is monotone along z_h and z_h is left unchanged. ``trace`` (a list) receives z after
+    every coordinate step.
+    """
+    from scipy.optimize import brentq
+
     gW = [np.asarray(e["W"], np.float64) for e in g]
     gb = [np.asarray(e["b"], np.float64) if "b" in e else None for e in g]
     n, A = _layout(g)
@@ -401,6 +435,27 @@ def pathcond_python(g: Params, *, max_sweeps: int = DEFAULT_MAX_SWEEPS, tol: flo
             total += float(e_prev @ gW[l] @ e_self) + (float(gb[l] @ e_self) if gb[l] is not None else 0.0)
         return total
 
+    def minimiser(t0, in_h, out_h, rest, A_h):
+        def slope(t):
+            up, down = out_h * math.exp(t), in_h * math.exp(-t)
+            return n * (up - down) / (up + down + rest) + A_h
+
+        start = slope(t0)
+        if start == 0.0:
+            return t0
+        direction = 1.0 if start < 0 else -1.0
+        step = 1.0
+        while step <= _PYTHON_SEARCH:
+            t1 = t0 + direction * step
+            end = slope(t1)
+            if end == 0.0:
+                return t1
+            if (end > 0) == (direction > 0):
+                lo, hi = sorted((t0 + direction * step / 2 if step > 1 else t0, t1))
+                return brentq(slope, lo, hi, xtol=1e-15, rtol=4 * np.finfo(float).eps)
+            step *= 2
+        return t0  # F' keeps its sign: F is monotone along z_h, no finite minimiser
+
     for _ in range(max_sweeps):
         total = total_sum()
         change = 0.0
@@ -410,21 +465,21 @@ def pathcond_python(g: Params, *, max_sweeps: int = DEFAULT_MAX_SWEEPS, tol: flo
             for h in range(gW[l].shape[1]):
                 in_h = float(gW[l][:, h] @ e_prev) + (float(gb[l][h]) if gb[l] is not None else 0.0)
                 out_h = float(gW[l + 1][h, :] @ e_next)
-                x = math.exp(z[l][h])
-                own = out_h * x + in_h / x
-                rest = max(total - own, 0.0)
-                if in_h > 0 and out_h > 0:
-                    a, b, c = (A[l] + n) * out_h, A[l] * rest, (A[l] - n) * in_h
-                    root = math.sqrt(b * b - 4 * a * c)
-                    x = -2 * c / (b + root) if b >= 0 else (-b + root) / (2 * a)
-                total = rest + out_h * x + in_h / x
-                change += abs(math.log(x) - z[l][h])
-                z[l][h] = math.log(x)
+                t0 = float(z[l][h])
+                rest = max(total - out_h * math.exp(t0) - in_h * math.exp(-t0), 0.0)
+                t = minimiser(t0, in_h, out_h, rest, A[l])
+                total = rest + out_h * math.exp(t) + in_h * math.exp(-t)
+                change += abs(t - t0)
+                z[l][h] = t
                 if trace is not None:
                     trace.append(tuple(zl.copy() for zl in z))
         if change < tol:
             break
     return tuple(z)
+
+
+#: How far from the current z_h :func:`pathcond_python` looks for a sign change of F' (e^256 is still finite).
+_PYTHON_SEARCH = 256.0
 
 
 # -- ENorm baseline --------------------------------------------------------------------------------------
@@ -478,43 +533,11 @@ def enorm(
     return p, Scaling(z, sweeps, change)
 
 
-# -- periodic use inside any solver ----------------------------------------------------------------------
-def rescaled_every(solver, rescaling, every: int):
-    """A :class:`ntkhom.solvers.base.Solver` that applies ``rescaling`` (params -> (params, scaling), e.g.
-    ``lambda p: pathcond(p, model)``) before step 0, every, 2 every, ... of ``solver``.
-
-    The loss is unchanged by the rescaling (it preserves the function), only the coordinates the next steps
-    move in. State: ``{"inner": solver state, "count": () int}``; per-run values such as s or the learning
-    rate stay in ``state["inner"]``. With a stateful optimizer (momentum, Adam) its buffers are not
-    rescaled along with the parameters.
-    """
-    from ntkhom.solvers.base import Solver
-
-    if int(every) != every or every < 1:
-        raise ValueError(f"every must be a positive integer, got {every}")
-    every = int(every)
-
-    def init(params):
-        return {"inner": solver.init(params), "count": jnp.zeros((), jnp.int32)}
-
-    def step(params, state):
-        params = jax.lax.cond(state["count"] % every == 0, lambda p: tuple(rescaling(p)[0]),
-                              lambda p: tuple(p), tuple(params))
-        params, inner = solver.step(params, state["inner"])
-        return params, {"inner": inner, "count": state["count"] + 1}
-
-    def loss(params, state):
-        return solver.loss(params, state["inner"])
-
-    metrics = None if solver.metrics is None else (lambda params, state: solver.metrics(params, state["inner"]))
-    return Solver(init=init, step=step, loss=loss, metrics=metrics, name=f"{solver.name}+rescaled/{every}")
-
-
 # -- the NTK view ----------------------------------------------------------------------------------------
 def ntk_conditioning(model: HomotopyMLP, params: Params, x, s=None, y=None) -> dict:
     """lambda_min, lambda_max, condition number (float64, with the numerical floor; None where lambda_min is
     unresolved) and mean eigenvalue of the empirical NTK K over the trained parameters
-    (:func:`ntkhom.kernels.empirical_ntk`, averaged over outputs), for x of shape (n, d).
+    (:func:`ntkhom.kernels.network_kernel`, averaged over outputs), for x of shape (n, d).
 
     With targets y (n, k), also the kernel-target alignment <K, Y Y^T>_F / (||K||_F ||Y Y^T||_F) of the
     column-centred Y (Cristianini et al., NIPS 2001): how much of K's mass lies along the labels.
@@ -522,9 +545,9 @@ def ntk_conditioning(model: HomotopyMLP, params: Params, x, s=None, y=None) -> d
     A rescaling leaves f unchanged but multiplies the Jacobian by diag(exp(-(B z)/2)), so the NTK
     J diag(.)^2 J^T, its spectrum and hence the linearised training speed change.
     """
-    from ntkhom.kernels import empirical_ntk
+    from ntkhom.kernels import network_kernel
 
-    return kernel_conditioning(empirical_ntk(model, params, x, s=s), y)
+    return kernel_conditioning(network_kernel(model, params, x, s=s), y)
 
 
 def kernel_conditioning(K, y=None) -> dict:

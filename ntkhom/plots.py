@@ -1,6 +1,6 @@
 """Figures from arrays (matplotlib, Agg-safe): every function takes plain arrays and returns a Figure.
 
-Nothing here computes kernels; callers pass numbers (e.g. from :mod:`ntkhom.paths`). Save with
+Nothing here computes kernels; callers pass numbers (e.g. from :mod:`ntkhom.experiments.sweeps`). Save with
 :meth:`ntkhom.report.RunFolder.save_figure`.
 """
 

@@ -146,3 +146,21 @@ def progress(iterable: Iterable, *, total: int | None = None, desc: str = "", en
     from tqdm.std import tqdm
 
     return tqdm(iterable, total=total, desc=desc, disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+
+
+def training_progress(enabled: bool = True):
+    """A callback for :func:`ntkhom.solvers.driver.run` that draws a tqdm bar from its ``Progress`` reports."""
+    bar = None
+
+    def callback(report) -> None:
+        nonlocal bar
+        if bar is None:
+            bar = progress(None, total=report.total, desc=report.desc, enabled=enabled)
+        bar.update(report.done - bar.n)
+        if report.loss is not None:
+            bar.set_postfix(loss=f"{report.loss:.3e}", refresh=False)
+        if report.finished:
+            bar.close()
+            bar = None
+
+    return callback

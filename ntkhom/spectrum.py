@@ -8,6 +8,11 @@ matrix known to relative precision eps has eigenvalues known only to about ||K||
 
 An eigenvalue below the floor is reported as unresolved (an upper bound), never with false digits. Pass
 ``dtype=`` when the matrix was computed in lower precision than the array you hand over.
+
+:func:`spectrum` (NumPy/LAPACK float64 on the host) is the certified default for concrete kernels.
+:func:`device_spectrum` is its counterpart inside ``jit``, ``vmap`` and ``grad``: ``jnp.linalg.eigvalsh`` on
+the device, in float64 when JAX's 64-bit mode is on (float32 otherwise, with the floor to match), returning
+a pytree.
 """
 
 from __future__ import annotations
@@ -15,10 +20,12 @@ from __future__ import annotations
 import dataclasses
 from typing import NamedTuple
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Eigenvalue", "Spectrum", "numerical_floor", "spectrum", "lambda_min", "lambda_max",
-           "condition_number", "check_kernel"]
+__all__ = ["Eigenvalue", "Spectrum", "DeviceSpectrum", "numerical_floor", "spectrum", "device_spectrum",
+           "lambda_min", "lambda_max", "condition_number", "check_kernel"]
 
 #: Relative asymmetry above which a "kernel" is refused as not symmetric.
 SYMMETRY_TOLERANCE = 1e-5
@@ -182,3 +189,52 @@ def lambda_max(K, *, dtype=None, **options) -> Eigenvalue:
 def condition_number(K, *, dtype=None) -> float:
     """lambda_max / lambda_min, or inf where lambda_min is below the floor."""
     return spectrum(K, dtype=dtype).condition
+
+
+class DeviceSpectrum(NamedTuple):
+    """Eigenvalues (ascending) of a symmetric kernel computed on the device, with their floor; a pytree.
+
+    ``floor = n * eps * max |lambda|`` with eps of the lower of the kernel's dtype and the computing dtype.
+    """
+
+    eigenvalues: jax.Array
+    floor: jax.Array
+
+    @property
+    def lambda_min(self) -> jax.Array:
+        return self.eigenvalues[..., 0]
+
+    @property
+    def lambda_max(self) -> jax.Array:
+        return self.eigenvalues[..., -1]
+
+    @property
+    def resolved(self) -> jax.Array:
+        """Whether lambda_min lies above the floor (a boolean array)."""
+        return self.lambda_min > self.floor
+
+
+def device_spectrum(K, *, dtype=None) -> DeviceSpectrum:
+    """Every eigenvalue of a symmetric kernel by ``jnp.linalg.eigvalsh``, usable under ``jit``, ``vmap`` and
+    ``grad`` (eigenvalue derivatives are those of a simple spectrum: d lambda_i = v_i^T dK v_i).
+
+    Args:
+      K: (n, n) symmetric matrix; symmetrized as (K + K^T) / 2 before the solve.
+      dtype: the precision K was computed in, if lower than K's own dtype (sets the floor).
+
+    Returns:
+      :class:`DeviceSpectrum` in float64 when JAX's 64-bit mode is on, else float32. Shape checks are static;
+      for concrete K the finiteness is checked too (use :func:`spectrum` for the certified host result).
+    """
+    K = jnp.asarray(K)
+    if K.ndim != 2 or K.shape[0] != K.shape[1] or K.shape[0] == 0:
+        raise ValueError(f"K must be a non-empty square matrix, got shape {K.shape}")
+    if not isinstance(K, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(K))):
+        raise ValueError("K contains non-finite values (NaN or inf)")
+    compute = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+    kernel_dtype = _kernel_dtype(K, dtype)
+    eps = max(float(np.finfo(kernel_dtype).eps), float(np.finfo(compute).eps))
+    K = K.astype(compute)
+    eigenvalues = jnp.linalg.eigvalsh(0.5 * (K + K.T))
+    scale = jnp.maximum(jnp.abs(eigenvalues[0]), jnp.abs(eigenvalues[-1]))
+    return DeviceSpectrum(eigenvalues, K.shape[0] * eps * scale)

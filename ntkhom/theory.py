@@ -13,12 +13,16 @@ residual r = f(X) - y (n, k), and K (n, n) is the empirical NTK Gram matrix over
 * Guarantees from lambda_0 = lambda_min(H) (Du, Zhai, Poczos, Singh, ICLR 2019, Theorems 4.1 and 5.1, for
   wide enough networks): gradient flow ||r(t)||^2 <= exp(-lambda_0 t) ||r(0)||^2; gradient descent with a
   small step ||r_k||^2 <= (1 - eta lambda_0 / 2)^k ||r_0||^2 (:func:`flow_bound`, :func:`gd_bound`). The
-  HRTA paper (Chen et al., ICLR 2024 submission) applies these stage by stage with lambda_0(s_p) of each
+  HRTA paper (Yang, Chen, Hao, ICLR 2024 submission) applies these stage by stage with lambda_0(s_p) of each
   stage (:func:`stagewise_bound`).
 * The exact asymptotic rate of the linear model: the loss shrinks per step by the factor
   max_i (1 - eta lambda_i)^2 over the eigen-directions the residual has weight in (:func:`predicted_rate`);
   gradient descent is stable only for eta < 2 / lambda_max (:func:`step_size_limit`).
 * :func:`fit_linear_rate` fits log L_t = a + t log(rho) to a measured curve, to compare with the above.
+
+Concrete inputs are computed in float64 NumPy (the certified default). When any argument is traced (``jit``,
+``vmap``, ``grad``, e.g. with respect to ``s`` through a kernel), the same formulas run in ``jax.numpy``
+(float64 when JAX's 64-bit mode is on) and the value checks are skipped.
 """
 
 from __future__ import annotations
@@ -26,9 +30,12 @@ from __future__ import annotations
 import dataclasses
 import math
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 
-from ntkhom.spectrum import check_kernel, spectrum
+from ntkhom.kernels import network_kernel  # the one kernel dispatcher, re-exported for the theory's users
+from ntkhom.spectrum import check_kernel, device_spectrum, spectrum
 
 __all__ = [
     "LinearRate",
@@ -47,88 +54,125 @@ __all__ = [
 ]
 
 
-def _residual(r0, n: int) -> np.ndarray:
-    r = np.asarray(r0, dtype=np.float64)
+def _traced(*values) -> bool:
+    return any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree.leaves(values))
+
+
+def _device_float():
+    return jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
+
+
+def _residual(r0, n: int, xp=np):
+    r = np.asarray(r0, dtype=np.float64) if xp is np else jnp.asarray(r0, _device_float())
     if r.ndim == 1:
         r = r[:, None]
     if r.ndim != 2 or r.shape[0] != n:
         raise ValueError(f"the residual must have shape ({n},) or ({n}, k) to match the kernel, got {r.shape}")
-    if not np.all(np.isfinite(r)):
+    if xp is np and not np.all(np.isfinite(r)):
         raise ValueError("the residual contains non-finite values")
     return r
 
 
-def _steps(steps) -> np.ndarray:
+def _steps(steps, xp=np):
+    if xp is not np:
+        t = jnp.asarray(steps, _device_float())
+        if t.ndim != 1:
+            raise ValueError("steps (or times) must be a 1-D array of finite non-negative numbers")
+        return t
     t = np.asarray(steps, dtype=np.float64)
     if t.ndim != 1 or np.any(t < 0) or not np.all(np.isfinite(t)):
         raise ValueError("steps (or times) must be a 1-D array of finite non-negative numbers")
     return t
 
 
-def _positive(name: str, value) -> float:
+def _positive(name: str, value):
+    if _traced(value):
+        return value
     value = float(value)
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a positive finite number, got {value}")
     return value
 
 
-def _eigen(K):
+def _eigen(K, xp=np):
+    if xp is not np:
+        K = jnp.asarray(K, _device_float())
+        if K.ndim != 2 or K.shape[0] != K.shape[1]:
+            raise ValueError(f"K must be a non-empty square matrix, got shape {K.shape}")
+        return jnp.linalg.eigh(0.5 * (K + K.T))
     array = check_kernel(K)
     eigenvalues, vectors = np.linalg.eigh(array)
     return eigenvalues, vectors
 
 
+def _module(*values):
+    """jax.numpy when any value is traced, else NumPy (float64 on the host)."""
+    return jnp if _traced(*values) else np
+
+
 def linearized_residuals(K, r0, learning_rate: float, steps) -> np.ndarray:
     """r_t = (I - eta K)^t r_0 for every t in ``steps``; shape (len(steps), n, k), float64."""
-    eigenvalues, V = _eigen(K)
-    r = _residual(r0, V.shape[0])
+    xp = _module(K, r0, learning_rate, steps)
+    eigenvalues, V = _eigen(K, xp)
+    r = _residual(r0, V.shape[0], xp)
     eta = _positive("learning_rate", learning_rate)
-    t = _steps(steps)
+    t = _steps(steps, xp)
     coeffs = V.T @ r  # (n, k)
     factors = (1 - eta * eigenvalues)[None, :] ** t[:, None]  # integer t: a negative base is fine
-    return np.einsum("ij,tj,jk->tik", V, factors, coeffs)
+    return xp.einsum("ij,tj,jk->tik", V, factors, coeffs)
 
 
 def linearized_loss(K, r0, learning_rate: float, steps) -> np.ndarray:
     """Predicted loss L_t = 1/2 ||(I - eta K)^t r_0||^2 for t in ``steps``, shape (len(steps),)."""
-    eigenvalues, V = _eigen(K)
-    r = _residual(r0, V.shape[0])
+    xp = _module(K, r0, learning_rate, steps)
+    eigenvalues, V = _eigen(K, xp)
+    r = _residual(r0, V.shape[0], xp)
     eta = _positive("learning_rate", learning_rate)
-    t = _steps(steps)
-    weights = np.sum((V.T @ r) ** 2, axis=1)  # squared residual weight of each eigen-direction
+    t = _steps(steps, xp)
+    weights = xp.sum((V.T @ r) ** 2, axis=1)  # squared residual weight of each eigen-direction
     # (1 - eta lambda)^(2t) in logs, so long horizons neither overflow nor lose the tiny factors
-    log_factor = np.log(np.maximum(np.abs(1 - eta * eigenvalues), 1e-300))
+    log_factor = xp.log(xp.maximum(xp.abs(1 - eta * eigenvalues), 1e-300))
     with np.errstate(over="ignore"):
-        return 0.5 * np.exp(2 * t[:, None] * log_factor[None, :]) @ weights
+        return 0.5 * xp.exp(2 * t[:, None] * log_factor[None, :]) @ weights
 
 
 def flow_loss(K, r0, times) -> np.ndarray:
     """Gradient-flow prediction L(t) = 1/2 ||exp(-K t) r_0||^2, shape (len(times),)."""
-    eigenvalues, V = _eigen(K)
-    r = _residual(r0, V.shape[0])
-    t = _steps(times)
-    weights = np.sum((V.T @ r) ** 2, axis=1)
-    return 0.5 * np.exp(-2 * t[:, None] * eigenvalues[None, :]) @ weights
+    xp = _module(K, r0, times)
+    eigenvalues, V = _eigen(K, xp)
+    r = _residual(r0, V.shape[0], xp)
+    t = _steps(times, xp)
+    weights = xp.sum((V.T @ r) ** 2, axis=1)
+    return 0.5 * xp.exp(-2 * t[:, None] * eigenvalues[None, :]) @ weights
 
 
 def gd_bound(lambda_0: float, learning_rate: float, steps, loss0: float) -> np.ndarray:
     """Du et al.'s GD guarantee, L_k <= (1 - eta lambda_0 / 2)^k L_0, for k in ``steps``."""
+    xp = _module(lambda_0, learning_rate, steps, loss0)
     eta = _positive("learning_rate", learning_rate)
-    lam = float(lambda_0)
-    if not (math.isfinite(lam) and lam >= 0):
-        raise ValueError(f"lambda_0 must be a finite non-negative number, got {lambda_0}")
+    lam = _non_negative_rate(lambda_0)
     factor = 1 - eta * lam / 2
-    if factor < 0:
+    if xp is np and factor < 0:
         raise ValueError(f"eta lambda_0 / 2 = {eta * lam / 2:.3g} > 1: the step is outside the bound's range")
-    return float(loss0) * factor ** _steps(steps)
+    return loss0 * factor ** _steps(steps, xp) if xp is jnp else float(loss0) * factor ** _steps(steps)
 
 
 def flow_bound(lambda_0: float, times, loss0: float) -> np.ndarray:
     """Du et al.'s gradient-flow guarantee, L(t) <= exp(-lambda_0 t) L(0)."""
+    xp = _module(lambda_0, times, loss0)
+    lam = _non_negative_rate(lambda_0)
+    if xp is jnp:
+        return loss0 * jnp.exp(-lam * _steps(times, xp))
+    return float(loss0) * np.exp(-lam * _steps(times))
+
+
+def _non_negative_rate(lambda_0):
+    if _traced(lambda_0):
+        return lambda_0
     lam = float(lambda_0)
     if not (math.isfinite(lam) and lam >= 0):
         raise ValueError(f"lambda_0 must be a finite non-negative number, got {lambda_0}")
-    return float(loss0) * np.exp(-lam * _steps(times))
+    return lam
 
 
 def stagewise_bound(stages, loss0: float) -> tuple[np.ndarray, np.ndarray]:
@@ -174,17 +218,20 @@ def predicted_rate(K, learning_rate: float, r0=None, *, relative_weight: float =
     With ``r0`` only eigen-directions in which the residual has squared weight above ``relative_weight``
     times the total count (directions the residual never sees cannot slow it down).
     """
-    eigenvalues, V = _eigen(K)
+    xp = _module(K, learning_rate, r0)
+    eigenvalues, V = _eigen(K, xp)
     eta = _positive("learning_rate", learning_rate)
     factors = (1 - eta * eigenvalues) ** 2
     if r0 is not None:
-        weights = np.sum((V.T @ _residual(r0, V.shape[0])) ** 2, axis=1)
-        factors = factors[weights > relative_weight * weights.sum()]
-    return float(np.max(factors))
+        weights = xp.sum((V.T @ _residual(r0, V.shape[0], xp)) ** 2, axis=1)
+        factors = xp.where(weights > relative_weight * weights.sum(), factors, -xp.inf)
+    return float(np.max(factors)) if xp is np else jnp.max(factors)
 
 
 def step_size_limit(K) -> float:
     """2 / lambda_max(K): gradient descent on the linearized model diverges for larger steps."""
+    if _traced(K):
+        return 2.0 / device_spectrum(K).lambda_max
     lam_max = spectrum(K).lambda_max.value
     if lam_max <= 0:
         raise ValueError("the kernel has no positive eigenvalue; every step size is stable")
@@ -232,16 +279,6 @@ def fit_linear_rate(steps, loss, *, start: int | None = None, stop: int | None =
     total = np.sum((logs - logs.mean()) ** 2)
     r2 = 1.0 - np.sum((logs - fitted) ** 2) / total if total > 0 else 1.0
     return LinearRate(float(np.exp(slope)), float(-slope), float(intercept), float(r2), (int(t[0]), int(t[-1])))
-
-
-def network_kernel(model, params, x, s=None):
-    """The empirical NTK of ``model`` at ``params`` on inputs x (n, d): the fast structured two-layer kernel
-    when the network has one hidden layer, neural-tangents' Jacobian contraction otherwise."""
-    from ntkhom.kernels import empirical_ntk, empirical_ntk_two_layer
-
-    if model.depth == 1:
-        return empirical_ntk_two_layer(model, params, x, s=s)
-    return empirical_ntk(model, params, x, s=s)
 
 
 def relative_deviation(measured, predicted, loss0: float | None = None, *, scale: str = "initial") -> float:

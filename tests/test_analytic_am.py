@@ -6,6 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import ntkhom.solvers.analytic_am as analytic_am_module
 from ntkhom.data import load
 from ntkhom.solvers.analytic_am import (
     am_model,
@@ -99,9 +100,35 @@ def test_dual_and_dense_give_the_minimum_norm_correction_and_dead_neurons_stay()
         # the frozen-pattern fit interpolates (rank 13 < 16 equations, but y was fitted by V already)
         g = frozen_pattern_gradient(new, S, xa, y)
         assert float(jnp.linalg.norm(g) / jnp.linalg.norm(frozen_pattern_gradient(weights, S, xa, y))) < 1e-6
-    # Jacobi-preconditioned CG picks the correction of least D-weighted norm, D = diag(J^T J): not the same
-    assert float(jnp.sum((dense.W - weights.W) ** 2)) <= float(jnp.sum((cg.W - weights.W) ** 2))
+    # CG from zero stays in range(J^T): the same minimum-norm correction
+    np.testing.assert_allclose(cg.W, dense.W, atol=1e-7)
     assert float(info["relative_residual"]) < 1e-10
+
+
+def test_every_hidden_solver_auto_included_gives_one_answer_on_a_rank_deficient_problem(monkeypatch):
+    # two identical neurons (equal rows of W and of V) make J's columns dependent, and n k = 24 < h (d + 1):
+    # infinitely many exact corrections; "auto" must not pick a different one depending on the size limit
+    model, x, y, params = _problem(seed=4, n=12, width=6, k=2, phi="leaky_relu")
+    xa = augment(x, True)
+    weights = output_step(from_params(model, params), xa, y, 1.0, model.phi)
+    weights = weights._replace(W=weights.W.at[1].set(weights.W[0]), V=weights.V.at[1].set(weights.V[0]))
+    S = pattern(xa @ weights.W.T, 1.0, model.phi)
+    J = jnp.einsum("ij,jk,ia->ikja", S, weights.V, xa).reshape(-1, weights.W.size)
+    assert int(jnp.linalg.matrix_rank(J)) < min(J.shape)
+    answers = {hidden: hidden_step(weights, xa, y, 1.0, model.phi, hidden=hidden)[0].W
+               for hidden in ("cg", "dual", "dense")}
+    for limit in (0, 10_000):  # "auto" resolved to CG, then to the dual solve
+        monkeypatch.setattr(analytic_am_module, "DUAL_LIMIT", limit)
+        # unjitted: "auto" is resolved at call time, a jit cache would keep the first resolution
+        answers[f"auto<{limit}>"] = _hidden_step(weights, xa, y, 1.0, model.phi, hidden="auto")[0].W
+    assert analytic_am_module.resolve_hidden("auto", 12, 2, 6, 4) == "dual"
+    for name, W in answers.items():
+        np.testing.assert_allclose(W, answers["dense"], atol=1e-7, err_msg=name)
+    # and it is the minimum-norm one: no other exact correction is shorter (add a null-space direction)
+    null = jnp.zeros_like(weights.W).at[0].set(1.0).at[1].set(-1.0)
+    assert float(jnp.linalg.norm(J @ null.reshape(-1))) < 1e-10
+    delta = answers["dense"] - weights.W
+    assert float(jnp.sum(delta**2)) < float(jnp.sum((delta + 0.1 * null) ** 2))
 
 
 def test_cg_and_dense_agree_when_the_system_has_full_rank():
@@ -144,13 +171,13 @@ def test_frozen_pattern_hidden_step_never_increases_the_loss(hidden):
         assert float(_frozen_loss(new.W, S, new, xa, y)) <= float(before) * (1 + 1e-12)
 
 
-def _losses(solver, params, iterations):
-    state = solver.init(params)
+def _losses(solver, params, iterations, batch):
+    state = solver.init(params, batch)
     step = jax.jit(solver.step)
-    losses = [float(solver.loss(params, state))]
+    losses = [float(solver.loss(params, state, batch))]
     for _ in range(iterations):
-        params, state = step(params, state)
-        losses.append(float(solver.loss(params, state)))
+        params, state = step(params, state, batch)
+        losses.append(float(solver.loss(params, state, batch)))
     return np.array(losses), state
 
 
@@ -158,8 +185,8 @@ def _losses(solver, params, iterations):
 def test_safeguarded_loop_never_increases_the_loss_on_real_data(safeguard):
     data = load("diabetes", n=120, normalization="standardize")
     model = am_model(12, phi="relu")
-    solver = analytic_am(model, data.x, data.y, safeguard=safeguard)
-    losses, _ = _losses(solver, model.init(jax.random.PRNGKey(0), data.d), 15)
+    solver = analytic_am(model, safeguard=safeguard)
+    losses, _ = _losses(solver, model.init(jax.random.PRNGKey(0), data.d), 15, (data.x, data.y))
     # the first entry is at the random init; from the first output step on the sequence is monotone
     assert np.all(np.diff(losses[1:]) <= 1e-10 * losses[1:-1])
     if safeguard == "damp":  # "reject" is deterministic: after one rejection it stays where it is
@@ -172,8 +199,8 @@ def test_without_safeguard_the_pattern_change_can_increase_the_loss():
     model = am_model(12, phi="relu")
     increased = False
     for seed in range(3):
-        solver = analytic_am(model, data.x, data.y, safeguard="none")
-        losses, _ = _losses(solver, model.init(jax.random.PRNGKey(seed), data.d), 15)
+        solver = analytic_am(model, safeguard="none")
+        losses, _ = _losses(solver, model.init(jax.random.PRNGKey(seed), data.d), 15, (data.x, data.y))
         increased |= bool(np.any(np.diff(losses[1:]) > 1e-8 * losses[1:-1]))
         if increased:
             break
@@ -186,19 +213,19 @@ def test_realizable_teacher_is_fitted_to_zero_loss():
     teacher = am_model(3, phi="leaky_relu")
     y = teacher.apply(teacher.init(kt, 4), x)
     student = am_model(6, phi="leaky_relu")  # h (d + 1) = 30 < n = 150: fitting is not interpolation
-    solver = analytic_am(student, x, y)  # "auto": CG here, since n k > h (d + 1)
-    losses, _ = _losses(solver, student.init(ks, 4), 80)
+    solver = analytic_am(student)  # "auto": CG here, since n k > h (d + 1)
+    losses, _ = _losses(solver, student.init(ks, 4), 80, (x, y))
     assert losses[-1] < 1e-12 * float(jnp.sum(y**2))
 
 
 def test_homotopy_s_lives_in_the_state_and_vmaps():
     model, x, y, params = _problem(seed=6, phi="relu")
-    solver = analytic_am(model, x, y)
-    states = jax.vmap(lambda s: dict(solver.init(params), s=s))(jnp.array([0.5, 1.0]))
-    batched = jax.jit(jax.vmap(solver.step, in_axes=(None, 0)))(params, states)
+    solver = analytic_am(model)
+    states = jax.vmap(lambda s: solver.init(params, (x, y))._replace(s=s))(jnp.array([0.5, 1.0]))
+    batched = jax.jit(jax.vmap(solver.step, in_axes=(None, 0, None)))(params, states, (x, y))
     step = jax.jit(solver.step)
     for i, s in enumerate([0.5, 1.0]):
-        single = step(params, dict(solver.init(params), s=jnp.asarray(s)))
+        single = step(params, solver.init(params, (x, y))._replace(s=jnp.asarray(s)), (x, y))
         for a, b in zip(jax.tree.leaves(single[0]), jax.tree.leaves(batched[0]), strict=True):
             np.testing.assert_allclose(a, b[i], atol=1e-9)
 
@@ -207,24 +234,25 @@ def test_bad_input_raises_clear_errors():
     model = am_model(4)
     x = np.ones((10, 3))
     y = np.ones((10, 1))
+    params = model.init(jax.random.PRNGKey(0), 3)
+    solver = analytic_am(model)
     with pytest.raises(ValueError, match="feature"):
-        analytic_am(model, np.ones((10, 0)), y)
+        solver.init(params, (np.ones((10, 0)), y))
     with pytest.raises(ValueError, match="at least 2 samples"):
-        analytic_am(model, np.ones((1, 3)), np.ones((1, 1)))
+        solver.init(params, (np.ones((1, 3)), np.ones((1, 1))))
     with pytest.raises(ValueError, match="non-finite"):
-        analytic_am(model, x, np.where(np.arange(10)[:, None] == 3, np.nan, 1.0))
+        solver.init(params, (x, np.where(np.arange(10)[:, None] == 3, np.nan, 1.0)))
     with pytest.raises(ValueError, match="rows but the inputs have"):
-        analytic_am(model, x, np.ones((9, 1)))
+        solver.init(params, (x, np.ones((9, 1))))
     with pytest.raises(ValueError, match="out_dim"):
-        analytic_am(model, x, np.ones((10, 2)))
+        solver.init(params, (x, np.ones((10, 2))))
     with pytest.raises(ValueError, match="unknown hidden solver"):
-        analytic_am(model, x, y, hidden="qr")
+        analytic_am(model, hidden="qr")
     with pytest.raises(ValueError, match="unknown safeguard"):
-        analytic_am(model, x, y, safeguard="maybe")
+        analytic_am(model, safeguard="maybe")
     with pytest.raises(ValueError, match="piecewise-linear"):
-        analytic_am(am_model(4, phi="tanh"), x, y)
+        analytic_am(am_model(4, phi="tanh"))
     with pytest.raises(ValueError, match="two-layer"):
-        analytic_am(am_model(4).__class__(widths=(3, 3), phi="relu", b_std=1.0, out_b_std=1.0), x, y)
-    solver = analytic_am(model, x, y)
+        analytic_am(am_model(4).__class__(widths=(3, 3), phi="relu", b_std=1.0, out_b_std=1.0))
     with pytest.raises(ValueError, match="expect d"):
-        solver.init(model.init(jax.random.PRNGKey(0), 5))
+        solver.init(model.init(jax.random.PRNGKey(0), 5), (x, y))

@@ -45,3 +45,37 @@ def test_standardize_centres_features():
 def test_bad_input_is_named(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_load_subsamples_from_its_key():
+    a = data.load("digits", jax.random.PRNGKey(1), n=30, normalization="none")
+    b = data.load("digits", jax.random.PRNGKey(2), n=30, normalization="none")
+    again = data.load("digits", jax.random.PRNGKey(1), n=30, normalization="none")
+    np.testing.assert_array_equal(a.x, again.x)
+    assert not np.array_equal(a.x, b.x)
+    full = data.load("digits", normalization="none").x
+    rows = {tuple(row) for row in np.asarray(full)}
+    assert all(tuple(row) in rows for row in np.asarray(b.x))  # a subsample, not new points
+
+
+def test_dtype_is_explicit_whatever_the_global_flag():
+    key = jax.random.PRNGKey(0)
+    assert data.sphere(key, 3, 2, dtype=np.float32).dtype == np.float32
+    assert data.circle(key, 3, dtype=np.float32).dtype == np.float32
+    assert data.load("sphere", n=8, d=3, dtype=np.float32).x.dtype == np.float32
+    with pytest.raises(ValueError, match="floating dtype"):
+        data.sphere(key, 3, 2, dtype=np.int32)
+
+
+def test_check_inputs_under_jit_checks_shape_only():
+    checked = jax.jit(lambda x: data.check_inputs(x) * 2)(np.ones((2, 3)))
+    np.testing.assert_array_equal(checked, 2 * np.ones((2, 3)))
+    with pytest.raises(ValueError, match="2-D"):
+        jax.jit(lambda x: data.check_inputs(x))(np.ones(3))
+
+
+def test_dataset_is_a_pytree():
+    ds = data.load("sphere", n=6, d=3)
+    doubled = jax.jit(lambda d: jax.tree.map(lambda a: 2 * a, d))(ds)
+    assert doubled.name == "sphere" and doubled.x_test is None
+    np.testing.assert_array_equal(doubled.y, 2 * ds.y)

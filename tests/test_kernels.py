@@ -120,7 +120,7 @@ def test_infinite_width_equals_closed_form(s, trained):
     """neural-tangents' ABRelu kernel against the independent arcsine / arc-cosine closed form."""
     model = two_layer(1, s, trained=trained)
     np.testing.assert_allclose(
-        kernels.infinite_ntk(model, X, X2), kernels.closed_form_ntk_relu(X, X2, s, trained=trained), atol=1e-6
+        kernels.infinite_ntk(model, X, X2), kernels.closed_form_ntk_relu(X, X2, s=s, trained=trained), atol=1e-6
     )
 
 

@@ -84,3 +84,21 @@ def test_input_dimension_mismatch_and_nan_are_refused():
         model.check(params, np.array([[1.0, np.nan, 0.0]]))
     with pytest.raises(ValueError, match="input dimension"):
         model.init(KEY, 0)
+
+
+def test_non_finite_parameters_propagate_through_the_forward_pass():
+    # The kernels refuse NaN parameters (tests/test_kernel_transforms.py); the forward pass must not hide them.
+    model = two_layer(4)
+    params = model.init(jax.random.PRNGKey(0), 3)
+    bad = (params[0], {"W": params[1]["W"].at[2, 0].set(np.nan)})
+    assert np.all(np.isnan(model.apply(bad, np.ones((2, 3)))))
+
+
+def test_width_true_is_not_a_width():
+    with pytest.raises(ValueError, match="positive integer"):
+        two_layer(True)
+
+
+def test_init_dtype_is_explicit():
+    params = two_layer(4).init(jax.random.PRNGKey(0), 3, dtype=np.float32)
+    assert all(leaf.dtype == np.float32 for leaf in jax.tree.leaves(params))

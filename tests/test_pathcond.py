@@ -1,6 +1,7 @@
 """Path-lifting, rescaling, PathCond and ENorm: invariances, brute-force path enumeration, coordinate descent
 optimality, the two-layer closed form, and errors on bad input."""
 
+import functools
 import itertools
 
 import jax
@@ -118,7 +119,7 @@ def test_random_rescaling_changes_gradients_not_function():
     from ntkhom.kernels import empirical_ntk
     from ntkhom.solvers.driver import stack
 
-    batch = np.asarray(empirical_ntk_batch(model, stack([params, new]), x, [1.0, 0.4]))
+    batch = np.asarray(empirical_ntk_batch(model, stack([params, new]), x, s=[1.0, 0.4]))
     np.testing.assert_allclose(batch[0], empirical_ntk(model, params, x, s=1.0), rtol=1e-10, atol=1e-12)
     np.testing.assert_allclose(batch[1], empirical_ntk(model, new, x, s=0.4), rtol=1e-10, atol=1e-12)
     y = jax.nn.one_hot(jnp.arange(6) % 2, 2)
@@ -131,11 +132,12 @@ def test_random_rescaling_changes_gradients_not_function():
 # -- the optimisation ------------------------------------------------------------------------------------
 def _objective_from_rescaling(params, scales, z):
     """F(z) computed independently of pathcond_objective: g of the rescaled network and -sum (B z)_i =
-    2 sum_i log(theta'_i / theta_i)."""
+    2 sum_i log(theta'_i / theta_i), the ratio read off a rescaled all-ones network (zero weights allowed)."""
     new = pc.rescale(params, z)
     n = _flat(params).size
     g_new = _flat(pc.path_gradient_diag(new, scales))
-    return n * jnp.log(jnp.sum(g_new)) + 2 * jnp.sum(jnp.log(jnp.abs(_flat(new)) / jnp.abs(_flat(params))))
+    ratios = _flat(pc.rescale(jax.tree.map(jnp.ones_like, params), z))
+    return n * jnp.log(jnp.sum(g_new)) + 2 * jnp.sum(jnp.log(ratios))
 
 
 def test_objective_matches_independent_formula():
@@ -281,29 +283,95 @@ def test_homotopy_model_with_frozen_output_and_default_scales():
     new, _ = pc.pathcond(params, model)
     assert jnp.max(jnp.abs(model.apply(new, x) - model.apply(params, x))) < 1e-12
 
+# -- pruned and dead neurons -----------------------------------------------------------------------------
+def _damaged(params, pruned=(), dead=()):
+    """Neurons (layer, h) pruned (incoming weights and bias zero) or dead (outgoing weights zero)."""
+    params = [dict(e) for e in params]
+    for layer, h in pruned:
+        params[layer]["W"] = params[layer]["W"].at[:, h].set(0.0)
+        params[layer]["b"] = params[layer]["b"].at[h].set(0.0)
+    for layer, h in dead:
+        params[layer + 1]["W"] = params[layer + 1]["W"].at[h, :].set(0.0)
+    return tuple(params)
 
-def test_rescaled_every_k_steps_inside_a_solver():
-    from ntkhom.solvers.gradient import gradient_solver
 
-    model = _deep()
-    params = _bad_start(model, jax.random.PRNGKey(22))
-    x = jax.random.normal(jax.random.PRNGKey(23), (12, 3))
-    y = jax.random.normal(jax.random.PRNGKey(24), (12, 2))
-    base = gradient_solver(model, x, y, learning_rate=1e-3)
-    solver = pc.rescaled_every(base, lambda p: pc.pathcond(p, model), every=3)
-    state = solver.init(params)
-    manual, base_state = params, base.init(params)
-    step, base_step, base_loss = jax.jit(solver.step), jax.jit(base.step), jax.jit(base.loss)
-    for k in range(4):  # rescale before steps 0 and 3 only; the loss never jumps at a rescaling
-        params, state = step(params, state)
-        if k % 3 == 0:
-            rescaled = pc.pathcond(manual, model)[0]
-            assert abs(float(base_loss(rescaled, base_state) - base_loss(manual, base_state))) < 1e-10
-            manual = rescaled
-        manual, base_state = base_step(manual, base_state)
-        for a, b in zip(jax.tree.leaves(params), jax.tree.leaves(manual)):
-            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-12)
-    assert float(base_loss(params, base_state)) < float(base_loss(_bad_start(model, jax.random.PRNGKey(22)),
-                                                                  base_state))
-    with pytest.raises(ValueError, match="every must be a positive integer"):
-        pc.rescaled_every(base, lambda p: pc.pathcond(p, model), every=0)
+@functools.partial(jax.jit, static_argnames="sizes")
+def _F_and_grad(flat, g, sizes):
+    return jax.value_and_grad(lambda f: pc.pathcond_objective(g, tuple(jnp.split(f, np.cumsum(sizes)[:-1]))))(flat)
+
+
+def _F_flat(g, sizes):
+    """F and its gradient on a flat float64 z (for scipy), through jax."""
+
+    def fun(flat):
+        value, grad = _F_and_grad(jnp.asarray(flat), g, tuple(sizes))
+        return float(value), np.asarray(grad, np.float64)
+
+    return fun
+
+
+# 2-6-5-4-3 with hidden biases: A = |in| - |out| is 2 + 1 - 5 = -2 in hidden layer 0 and 6 + 1 - 4 = 3,
+# 5 + 1 - 3 = 3 in layers 1 and 2. A pruned neuron (out_h = 0) has a finite minimiser where A > 0, a dead
+# one (in_h = 0) where A < 0.
+_DAMAGED = {"pruned": ((1, 2), (2, 0)), "dead": ((0, 4),)}
+
+
+def test_pruned_neuron_in_a_layer_with_positive_A_is_moved_to_its_minimiser():
+    model = _deep(widths=(6, 5, 4), out_dim=3)
+    params = _damaged(model.init(jax.random.PRNGKey(30), 2), pruned=((1, 2),))
+    scales = pc.path_scales(model, params, "standard")
+    g = pc.path_gradient_diag(params, scales)
+    scaling = pc.pathcond_from_diag(g, max_sweeps=5000, tol=1e-12)
+    F = lambda z: float(_objective_from_rescaling(params, scales, z))  # noqa: E731
+
+    def along(t):  # F with only the pruned neuron's coordinate moved
+        return F(tuple(zl.at[2].set(t) if l == 1 else zl for l, zl in enumerate(scaling.z)))
+
+    from scipy.optimize import minimize_scalar
+
+    best = minimize_scalar(along, bracket=(-1.0, 1.0))
+    assert np.isfinite(best.x)
+    assert along(float(scaling.z[1][2])) <= best.fun + 1e-9 * abs(best.fun)
+    assert abs(float(scaling.z[1][2]) - best.x) < 1e-3
+
+
+def test_converged_F_is_no_higher_than_lbfgs_with_pruned_and_dead_neurons():
+    from scipy.optimize import minimize
+
+    model = _deep(widths=(6, 5, 4), out_dim=3)
+    for seed in (31, 32):
+        params = _damaged(model.init(jax.random.PRNGKey(seed), 2), **_DAMAGED)
+        g = pc.path_gradient_diag(params, pc.path_scales(model, params, "standard"))
+        scaling = pc.pathcond_from_diag(g, max_sweeps=5000, tol=1e-12)
+        assert all(bool(jnp.all(jnp.isfinite(zl))) for zl in scaling.z)
+        fun = _F_flat(g, (6, 5, 4))
+        F_pathcond = fun(np.concatenate([np.asarray(zl) for zl in scaling.z]))[0]
+        rng = np.random.default_rng(seed)
+        optima = []
+        for start in [np.zeros(15)] + [rng.normal(0.0, 2.0, 15) for _ in range(3)]:
+            result = minimize(fun, start, jac=True, method="L-BFGS-B",
+                              options={"ftol": 1e-16, "gtol": 1e-9, "maxiter": 5000})
+            assert np.linalg.norm(result.jac) < 1e-4  # a stationary point: F is bounded below here
+            optima.append(result.fun)
+        assert F_pathcond <= min(optima) + 1e-9 * abs(min(optima))
+        # the independent oracle (1-D root finding, no closed form) takes the same steps
+        z_python = pc.pathcond_python(g, max_sweeps=int(scaling.sweeps), tol=0.0)
+        for a, b in zip(scaling.z, z_python):
+            np.testing.assert_allclose(a, b, atol=1e-8)
+
+
+def test_monotone_directions_leave_z_finite_and_unchanged():
+    # A pruned neuron where A < 0 (layer 0) and one both pruned and dead (layer 1): F decreases without bound
+    # along their coordinates, so no finite minimiser exists; they stay at z = 0 and nothing becomes NaN.
+    model = _deep(widths=(6, 5, 4), out_dim=3)
+    params = _damaged(model.init(jax.random.PRNGKey(33), 2), pruned=((0, 1), (1, 3)), dead=((1, 3),))
+    x = jax.random.normal(jax.random.PRNGKey(34), (7, 2))
+    new, scaling = pc.pathcond(params, model, max_sweeps=50, tol=1e-12)
+    assert all(bool(jnp.all(jnp.isfinite(v))) for v in jax.tree.leaves(new))
+    assert float(scaling.z[0][1]) == 0.0 and float(scaling.z[1][3]) == 0.0
+    assert jnp.max(jnp.abs(model.apply(new, x) - model.apply(params, x))) < 1e-12
+    g = pc.path_gradient_diag(params, pc.path_scales(model, params))
+    z_python = pc.pathcond_python(g, max_sweeps=int(scaling.sweeps), tol=0.0)
+    assert z_python[0][1] == 0.0 and z_python[1][3] == 0.0
+    for a, b in zip(scaling.z, z_python):
+        np.testing.assert_allclose(a, b, atol=1e-8)

@@ -42,3 +42,26 @@ def test_dtype_override_sets_the_floor():
 def test_bad_kernels_are_refused(K, message):
     with pytest.raises(ValueError, match=message):
         check_kernel(K)
+
+
+def test_device_spectrum_matches_the_certified_one_and_vmaps():
+    import jax
+    import jax.numpy as jnp
+
+    from ntkhom.spectrum import device_spectrum
+
+    values = np.geomspace(1e-7, 3.0, 12)
+    K = _kernel_with_eigenvalues(values, seed=3)
+    host = spectrum(K)
+    device = jax.jit(device_spectrum)(jnp.asarray(K))
+    np.testing.assert_allclose(device.eigenvalues, host.eigenvalues, rtol=1e-9, atol=1e-14)
+    np.testing.assert_allclose(device.floor, host.floor, rtol=1e-12)
+    assert bool(device.resolved) and device.eigenvalues.dtype == np.float64
+    # A float32 kernel carries float32's floor, and an eigenvalue below it is flagged.
+    low = device_spectrum(jnp.asarray(K, jnp.float32))
+    assert not bool(low.resolved)
+    np.testing.assert_allclose(low.floor, numerical_floor(3.0, 12, np.float32), rtol=1e-5)
+    stacked = jax.vmap(device_spectrum)(jnp.stack([jnp.asarray(K), 2 * jnp.asarray(K)]))
+    np.testing.assert_allclose(stacked.lambda_max, [3.0, 6.0], rtol=1e-12)
+    with pytest.raises(ValueError, match="non-finite"):
+        device_spectrum(np.full((2, 2), np.nan))

@@ -64,11 +64,11 @@ def test_bounds_and_rates_on_a_known_spectrum():
 
 def _wide_gd(width, seeds, x, y, eta, steps):
     model = two_layer(width, s=1.0)
-    solver = gradient_solver(model, x, y, learning_rate=eta)
+    solver = gradient_solver(model, learning_rate=eta)
     deviations = []
     for seed in seeds:
         params = model.init(jax.random.PRNGKey(seed), x.shape[1])
-        result = driver.run(solver, params, steps=steps, record_every=5, progress=False)
+        result = driver.run(solver, params, (x, y), steps=steps, record_every=5)
         K = theory.network_kernel(model, params, x)
         r0 = np.asarray(model.apply(params, x)) - np.asarray(y)
         predicted = theory.linearized_loss(K, r0, eta, result.steps)
@@ -98,8 +98,8 @@ def test_fitted_rate_of_the_linear_network_equals_its_gram_rate():
     lam = np.linalg.eigvalsh(G)
     eta = 1.0 / lam[-1]
     model = two_layer(300, s=0.0)
-    result = driver.run(gradient_solver(model, x, y, learning_rate=eta), model.init(key_p, 10), steps=100,
-                        record_every=2, progress=False)
+    result = driver.run(gradient_solver(model, learning_rate=eta), model.init(key_p, 10), (x, y), steps=100,
+                        record_every=2)
     # a window where the slowest mode dominates and the loss (~1e-10 L0) is far above rounding (~1e-32)
     fit = theory.fit_linear_rate(result.steps, result.loss, start=50)
     assert fit.factor == pytest.approx((1 - eta * lam[0]) ** 2, rel=1e-6)
@@ -142,3 +142,47 @@ def test_bad_input_is_refused():
         theory.gd_bound(-1.0, 0.1, [0], 1.0)
     with pytest.raises(ValueError, match="shape"):
         theory.relative_deviation([1.0, 2.0], [1.0])
+
+
+def test_predictions_under_jit_equal_the_float64_host_path():
+    K = random_psd(4, n=6)
+    r0 = np.random.default_rng(5).normal(size=(6, 2))
+    eta = 1.2 / np.linalg.eigvalsh(K).max()
+    steps = np.arange(0, 30, 3.0)
+    calls = {
+        "linearized_loss": lambda K, r: theory.linearized_loss(K, r, eta, steps),
+        "linearized_residuals": lambda K, r: theory.linearized_residuals(K, r, eta, steps),
+        "flow_loss": lambda K, r: theory.flow_loss(K, r, steps),
+        "predicted_rate": lambda K, r: theory.predicted_rate(K, eta, r),
+        "step_size_limit": lambda K, r: theory.step_size_limit(K),
+        "gd_bound": lambda K, r: theory.gd_bound(K[0, 0], eta, steps, r[0, 0] ** 2),
+        "flow_bound": lambda K, r: theory.flow_bound(K[0, 0], steps, r[0, 0] ** 2),
+    }
+    for name, call in calls.items():
+        np.testing.assert_allclose(jax.jit(call)(K, r0), call(K, r0), rtol=1e-10, err_msg=name)
+
+
+def test_grad_of_the_predicted_loss_in_s_matches_central_differences():
+    x = sphere(jax.random.PRNGKey(6), 5, 3) * jnp.array([[0.5], [1.0], [2.0], [1.5], [0.8]])
+    model = two_layer(16, 1.0)
+    params = model.init(jax.random.PRNGKey(7), 3)
+    r0 = np.random.default_rng(8).normal(size=5)
+
+    def final_loss(s):
+        return theory.linearized_loss(theory.network_kernel(model, params, x, s=s), r0, 0.05, [25.0])[0]
+
+    s, h = 1.2, 1e-5
+    np.testing.assert_allclose(jax.grad(final_loss)(s), (final_loss(s + h) - final_loss(s - h)) / (2 * h), rtol=1e-6)
+
+
+def test_network_kernel_accepts_a_users_function():
+    x = sphere(jax.random.PRNGKey(9), 4, 3)
+    model = two_layer(8, 0.6, trained="all")
+    params = model.init(jax.random.PRNGKey(10), 3)
+
+    def f(p, x, s):
+        return model.apply(p, x, s)
+
+    np.testing.assert_allclose(
+        theory.network_kernel(f, params, x, s=0.6), theory.network_kernel(model, params, x), rtol=1e-10
+    )

@@ -11,7 +11,7 @@ quarter:
   inexact on the larger sets (its relative residual is recorded); damped safeguard);
 * ``tiam``, ``plain-am``: :mod:`ntkhom.solvers.tiam` on the layer-split problem (squared loss);
 * ``gd``, ``adam``: :func:`ntkhom.solvers.gradient.gradient_solver`, full batch, mean reduction;
-* ``sgd``: minibatch SGD (:func:`minibatch_sgd`, batch 32, a fresh random batch each step).
+* ``sgd``: minibatch SGD (gradient steps on batches of 32 rows drawn afresh each step from the state's key).
 
 GD, SGD and Adam get a learning-rate grid; the best rate (lowest final training loss, averaged over seeds)
 is reported. Every run goes through :func:`ntkhom.solvers.driver.run` once to compile and once timed, so
@@ -40,10 +40,11 @@ import numpy as np
 from ntkhom.data import load
 from ntkhom.losses import accuracy
 from ntkhom.models import HomotopyMLP
-from ntkhom.report import RunFolder, markdown_table, progress
+from ntkhom.report import RunFolder, markdown_table, progress, training_progress
 from ntkhom.solvers.analytic_am import am_model, analytic_am
 from ntkhom.solvers.base import Solver
 from ntkhom.solvers.driver import run as drive
+from ntkhom.solvers.driver import sample_rows
 from ntkhom.solvers.gradient import gradient_solver
 from ntkhom.solvers.tiam import ipalm, plain_am, tiam
 
@@ -74,37 +75,6 @@ DEFAULT_BUDGET = Budget(am=30, split=200, gradient=1500, records=30)
 QUICK_BUDGET = Budget(am=6, split=20, gradient=100, records=5)
 
 
-def minibatch_sgd(model: HomotopyMLP, x, y, *, learning_rate: float, batch_size: int = SGD_BATCH,
-                  key=None) -> Solver:
-    """Minibatch SGD on 1/2 mean ||f - y||^2: each step draws ``batch_size`` samples without replacement.
-
-    The PRNG key and the learning rate live in the state (vmap over seeds or rates); ``loss`` is the
-    full-batch objective.
-    """
-    if int(batch_size) < 1 or batch_size > x.shape[0]:
-        raise ValueError(f"batch_size must be in [1, n = {x.shape[0]}], got {batch_size}")
-    key = jax.random.PRNGKey(0) if key is None else key
-
-    def objective(params, xb, yb):
-        return 0.5 * jnp.mean(jnp.sum((model.apply(params, xb) - yb) ** 2, axis=-1))
-
-    def init(params):
-        dtype = jax.tree.leaves(params)[0].dtype
-        return {"key": key, "learning_rate": jnp.asarray(learning_rate, dtype)}
-
-    def step(params, state):
-        key, sub = jax.random.split(state["key"])
-        rows = jax.random.choice(sub, x.shape[0], (batch_size,), replace=False)
-        grads = jax.grad(objective)(params, x[rows], y[rows])
-        params = jax.tree.map(lambda p, g: p - state["learning_rate"] * g, params, grads)
-        return params, {**state, "key": key}
-
-    def loss(params, state):
-        return objective(params, x, y)
-
-    return Solver(init=init, step=step, loss=loss, name="sgd")
-
-
 @dataclasses.dataclass
 class Method:
     """A method to compare: a solver, a grid of initial-state edits, its budget and its loss scale."""
@@ -117,17 +87,41 @@ class Method:
     grid_label: str = ""
 
 
-def _with_test_metric(solver: Solver, model: HomotopyMLP, data) -> Solver:
-    """The same solver with the test metric added to its recorded metrics."""
-    classification = data.task == "classification"
+@dataclasses.dataclass(frozen=True)
+class _WithTest(Solver):
+    """``inner`` trained on the batch's first half ``(x, y)``, with the test metric on its second half
+    ``(x_test, y_test)`` recorded beside the inner metrics; with ``batch_size`` every step sees a minibatch of
+    the training half drawn from ``state.key`` (minibatch SGD)."""
 
-    def metrics(params, state):
-        out = dict(solver.metrics(params, state)) if solver.metrics is not None else {}
-        pred = model.apply(params, data.x_test)
-        out["test"] = accuracy(pred, data.y_test) if classification else jnp.mean((pred - data.y_test) ** 2)
+    inner: Solver
+    model: HomotopyMLP
+    classification: bool
+    batch_size: int | None = None
+
+    @property
+    def name(self) -> str:
+        return self.inner.name
+
+    def init(self, params, batch):
+        return self.inner.init(params, batch[0])
+
+    def step(self, params, state, batch):
+        train = batch[0]
+        if self.batch_size is not None:
+            key, sub = jax.random.split(state.key)
+            state = state._replace(key=key)
+            train = sample_rows(sub, train, self.batch_size)
+        return self.inner.step(params, state, train)
+
+    def loss(self, params, state, batch):
+        return self.inner.loss(params, state, batch[0])
+
+    def metrics(self, params, state, batch):
+        out = dict(self.inner.metrics(params, state, batch[0]))
+        x_test, y_test = batch[1]
+        pred = self.model.apply(params, x_test)
+        out["test"] = accuracy(pred, y_test) if self.classification else jnp.mean((pred - y_test) ** 2)
         return out
-
-    return solver._replace(metrics=metrics)
 
 
 def methods_for(names, model: HomotopyMLP, data, budget: Budget, tiam_grid=None) -> list[Method]:
@@ -141,35 +135,34 @@ def methods_for(names, model: HomotopyMLP, data, budget: Budget, tiam_grid=None)
     out = []
     for name in names:
         if name == "analytic-am":
-            solver = analytic_am(model, data.x, data.y, cg_maxiter=AM_CG_MAXITER)
+            solver = analytic_am(model, cg_maxiter=AM_CG_MAXITER)
             out.append(Method(name, solver, budget.am, per_sum))
         elif name == "tiam":
             grid = tuple({"p": tuple(p)} for p in tiam_grid) if tiam_grid else ({},)
-            out.append(Method(name, tiam(model, data.x, data.y), budget.split, per_sum, grid, "p"))
+            out.append(Method(name, tiam(model), budget.split, per_sum, grid, "p"))
         elif name == "ipalm":
-            out.append(Method(name, ipalm(model, data.x, data.y), budget.split, per_sum))
+            out.append(Method(name, ipalm(model), budget.split, per_sum))
         elif name == "plain-am":
-            out.append(Method(name, plain_am(model, data.x, data.y), budget.split, per_sum))
+            out.append(Method(name, plain_am(model), budget.split, per_sum))
         elif name in ("gd", "adam"):
-            solver = gradient_solver(model, data.x, data.y, learning_rate=1.0, optimizer=name, reduction="mean")
+            solver = gradient_solver(model, learning_rate=1.0, optimizer=name, reduction="mean")
             grid = tuple({"learning_rate": lr} for lr in rates[name])
             out.append(Method(name, solver, budget.gradient, per_mean, grid, "learning_rate"))
         elif name == "sgd":
-            solver = minibatch_sgd(model, data.x, data.y, learning_rate=1.0)
+            # minibatch SGD: gradient steps on 1/2 mean ||f - y||^2 over SGD_BATCH rows drawn afresh each step
+            solver = gradient_solver(model, learning_rate=1.0, optimizer="gd", reduction="mean")
             grid = tuple({"learning_rate": lr} for lr in rates[name])
             out.append(Method(name, solver, budget.gradient, per_mean, grid, "learning_rate"))
         else:
             raise ValueError(f"unknown method {name!r}")
-    return [dataclasses.replace(m, solver=_with_test_metric(m.solver, model, data)) for m in out]
+    classification = data.task == "classification"
+    return [dataclasses.replace(m, solver=_WithTest(m.solver, model, classification,
+                                                    SGD_BATCH if m.name == "sgd" else None)) for m in out]
 
 
 def _edit_state(state, edit, seed):
-    state = dict(state)
-    for key, value in edit.items():
-        state[key] = jnp.asarray(value, state[key].dtype)
-    if "key" in state:  # minibatch order per seed
-        state["key"] = jax.random.PRNGKey(1000 + seed)
-    return state
+    state = state._replace(**{key: jnp.asarray(value, getattr(state, key).dtype) for key, value in edit.items()})
+    return state._replace(key=jax.random.PRNGKey(1000 + seed))  # minibatch order per seed
 
 
 def run_method(method: Method, model: HomotopyMLP, data, seeds, budget: Budget, quiet: bool = True):
@@ -181,13 +174,15 @@ def run_method(method: Method, model: HomotopyMLP, data, seeds, budget: Budget, 
     for edit in method.grid:
         for seed in seeds:
             params = model.init(jax.random.PRNGKey(seed), data.d)
-            state = _edit_state(method.solver.init(params), edit, seed)
+            batch = ((data.x, data.y), (data.x_test, data.y_test))
+            state = _edit_state(method.solver.init(params, batch), edit, seed)
             # compile first (same chunk shape as the timed run), so the timed run measures iterations only
-            drive(method.solver, params, state, steps=record_every, record_every=record_every,
-                  chunk=record_every, progress=False)
+            drive(method.solver, params, batch, state, steps=record_every, record_every=record_every,
+                  chunk=record_every)
             start = time.perf_counter()
-            result = drive(method.solver, params, state, steps=steps, record_every=record_every,
-                           chunk=record_every, progress=not quiet, desc=f"{data.name} {method.name}")
+            result = drive(method.solver, params, batch, state, steps=steps, record_every=record_every,
+                           chunk=record_every, callback=training_progress(not quiet),
+                           desc=f"{data.name} {method.name}")
             wall = time.perf_counter() - start
             mse = method.to_mse(result.loss)
             test = np.asarray(result.metrics["test"])

@@ -28,7 +28,7 @@ from ntkhom import theory
 from ntkhom.data import load
 from ntkhom.kernels import closed_form_ntk_relu, empirical_kernel_path
 from ntkhom.models import two_layer
-from ntkhom.report import RunFolder, markdown_table
+from ntkhom.report import RunFolder, markdown_table, training_progress
 from ntkhom.solvers import driver
 from ntkhom.solvers.gradient import gradient_solver
 from ntkhom.solvers.hrta import hrta_solver, two_stage
@@ -142,12 +142,12 @@ def run(args) -> Path:
     ))
 
     # -- 2./3. relaxation trains faster; Du et al.'s bound ---------------------------------------------------
-    solver = gradient_solver(model, x, y, learning_rate=eta)
+    solver = gradient_solver(model, learning_rate=eta)
     grid = [(seed, s) for seed in range(cfg.seeds) for s in s_values]
-    states = [solver.init(params[seed]) | {"s": jnp.asarray(s)} for seed, s in grid]
-    batch = driver.run_batch(solver, driver.stack([params[seed] for seed, _ in grid]), driver.stack(states),
-                             steps=cfg.steps, record_every=cfg.record_every, progress=not quiet,
-                             desc="GD over seeds x s")
+    states = [solver.init(params[seed], (x, y))._replace(s=jnp.asarray(s)) for seed, s in grid]
+    batch = driver.run_batch(solver, driver.stack([params[seed] for seed, _ in grid]), (x, y),
+                             driver.stack(states), steps=cfg.steps, record_every=cfg.record_every,
+                             callback=training_progress(not quiet), desc="GD over seeds x s")
     final = batch.loss[:, -1].reshape(cfg.seeds, len(s_values))
     predicted_final = np.zeros_like(final)
     for b, (seed, s) in enumerate(grid):
@@ -188,9 +188,9 @@ def run(args) -> Path:
     for i, width in enumerate(cfg.widths):
         wide = two_layer(width)
         wide_params = _seed_params(wide, cfg.seeds, cfg.d)
-        result = driver.run_batch(gradient_solver(wide, x, y, learning_rate=eta), driver.stack(wide_params),
-                                  steps=cfg.width_steps, record_every=cfg.record_every, progress=not quiet,
-                                  desc=f"GD width {width}")
+        result = driver.run_batch(gradient_solver(wide, learning_rate=eta), driver.stack(wide_params), (x, y),
+                                  steps=cfg.width_steps, record_every=cfg.record_every,
+                                  callback=training_progress(not quiet), desc=f"GD width {width}")
         for seed, p in enumerate(wide_params):
             K = theory.network_kernel(wide, p, x)
             prediction = theory.linearized_loss(K, np.asarray(wide.apply(p, x) - y), eta, result.steps)
@@ -219,19 +219,19 @@ def run(args) -> Path:
         schedules.append((f"{s_first} -> 1, {transition}", two_stage(float(s_first), half, half, eta), transition))
     comparison = [("fixed s=1 (ReLU), GD", relu_final, None), ("fixed s=1.5, GD", final[:, i_relax], None)]
     for label, stages, transition in schedules:
-        solver = hrta_solver(model, x, y, stages, transition=transition, ramp_steps=cfg.ramp_steps)
-        result = driver.run_batch(solver, stacked, steps=cfg.steps, record_every=cfg.record_every,
-                                  progress=not quiet, desc=label)
-        jumps = np.asarray(result.state["switch_loss"])[:, 0, :]  # (seeds, 2): before, after
+        solver = hrta_solver(model, stages, transition=transition, ramp_steps=cfg.ramp_steps)
+        result = driver.run_batch(solver, stacked, (x, y), steps=cfg.steps, record_every=cfg.record_every,
+                                  callback=training_progress(not quiet), desc=label)
+        jumps = np.asarray(result.state.switch_loss)[:, 0, :]  # (seeds, 2): before, after
         # a ramp changes s over many steps: its bump is the peak loss of the second stage, not the first step
         peak = np.max(result.loss[:, result.steps > half], axis=1)
         jumps = np.concatenate([jumps, peak[:, None]], axis=1)
         comparison.append((label, result.loss[:, -1], jumps))
         curves += [dict(experiment="schedule", schedule=label, seed=seed, width=cfg.width, step=int(t),
                         loss=float(l)) for seed in range(cfg.seeds) for t, l in zip(result.steps, result.loss[seed])]
-    adam = driver.run_batch(gradient_solver(model, x, y, learning_rate=cfg.adam_learning_rate, optimizer="adam"),
-                            stacked, steps=cfg.steps, record_every=cfg.record_every, progress=not quiet,
-                            desc="Adam s=1")
+    adam = driver.run_batch(gradient_solver(model, learning_rate=cfg.adam_learning_rate, optimizer="adam"),
+                            stacked, (x, y), steps=cfg.steps, record_every=cfg.record_every,
+                            callback=training_progress(not quiet), desc="Adam s=1")
     comparison.append((f"fixed s=1, Adam lr={cfg.adam_learning_rate}", adam.loss[:, -1], None))
     for label, finals, jumps in comparison:
         reference = label.startswith("fixed s=1 (ReLU)")

@@ -41,7 +41,7 @@ from ntkhom import data as datasets
 from ntkhom import pathcond as pc
 from ntkhom.kernels import empirical_ntk_batch
 from ntkhom.models import HomotopyMLP, mlp
-from ntkhom.report import RunFolder, markdown_table
+from ntkhom.report import RunFolder, markdown_table, training_progress
 from ntkhom.solvers.driver import run_batch, stack
 from ntkhom.solvers.gradient import gradient_solver
 
@@ -138,7 +138,7 @@ def _train(model, x, y, params_by_method, *, lr, epochs, record_every, s_values=
     """One compiled batch over (method, seed[, s]); returns the BatchResult and the row labels."""
     # float32 training, as the reference (PyTorch's default) and twice as fast on CPU; kernels stay float64.
     x, y = x.astype(jnp.float32), y.astype(jnp.float32)
-    solver = gradient_solver(model, x, y, learning_rate=lr, loss="cross_entropy")
+    solver = gradient_solver(model, learning_rate=lr, loss="cross_entropy")
     labels, trees = [], []
     for method, batch in params_by_method.items():
         for seed, params in enumerate(_unbatch(batch)):
@@ -146,10 +146,11 @@ def _train(model, x, y, params_by_method, *, lr, epochs, record_every, s_values=
                 labels.append((method, seed, float(s)))
                 trees.append(params)
     params = jax.tree.map(lambda a: a.astype(jnp.float32), stack(trees))
-    state = jax.vmap(solver.init)(params)
-    state = {**state, "s": jnp.asarray([label[2] for label in labels], state["s"].dtype)}
-    result = run_batch(solver, params, state, steps=epochs, record_every=record_every,
-                       chunk=max(record_every, 500 // record_every * record_every), progress=not quiet, desc=desc)
+    state = jax.vmap(solver.init, in_axes=(0, None))(params, (x, y))
+    state = state._replace(s=jnp.asarray([label[2] for label in labels], state.s.dtype))
+    result = run_batch(solver, params, (x, y), state, steps=epochs, record_every=record_every,
+                       chunk=max(record_every, 500 // record_every * record_every),
+                       callback=training_progress(not quiet), desc=desc)
     return result, labels
 
 
@@ -160,7 +161,7 @@ def _unbatch(batch):
 
 def _ntk_rows(model, params_list, labels, x_ntk, y_ntk, losses_by_run):
     # One compilation for every run, then the spectra in float64 NumPy.
-    kernels = np.asarray(empirical_ntk_batch(model, stack(params_list), x_ntk, [label[2] for label in labels]))
+    kernels = np.asarray(empirical_ntk_batch(model, stack(params_list), x_ntk, s=[label[2] for label in labels]))
     rows = []
     for (method, seed, s), K, losses in zip(labels, kernels, losses_by_run):
         view = pc.kernel_conditioning(K, y_ntk)

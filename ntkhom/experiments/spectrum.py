@@ -52,13 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: dict | None = None)
     parser.add_argument("--trained", default="hidden", choices=("hidden", "all"))
     parser.add_argument("--bias", action="store_true", help="hidden-layer biases")
     parser.add_argument("--method", default="reduced", choices=("reduced", "subspace", "eigh"),
-                        help="lambda_min along the path (ntkhom.paths.lambda_min_path)")
+                        help="lambda_min along the path (ntkhom.eigenpath.lambda_min_path)")
     parser.add_argument("--seed", type=int, default=0, help="PRNG seed for data and parameters")
 
 
 def s_grid_from(args) -> np.ndarray:
-    """The s grid of the arguments (validated by :func:`ntkhom.paths.check_s_grid`)."""
-    from ntkhom.paths import check_s_grid
+    """The s grid of the arguments (validated by :func:`ntkhom.eigenpath.check_s_grid`)."""
+    from ntkhom.eigenpath import check_s_grid
 
     if args.s is not None:
         return check_s_grid(args.s)
@@ -69,7 +69,7 @@ def s_grid_from(args) -> np.ndarray:
 
 def _validate(args) -> None:
     from ntkhom.data import DATASETS
-    from ntkhom.paths import check_widths
+    from ntkhom.experiments.sweeps import check_widths
 
     if args.dataset not in DATASETS:
         raise ValueError(f"unknown dataset {args.dataset!r}; known: {', '.join(DATASETS)}")
@@ -97,7 +97,8 @@ def _snap(grid: np.ndarray, values) -> list[float]:
 def run(args, *, title: str = "NTK spectrum along the homotopy path") -> Path:
     import jax
 
-    from ntkhom import data, paths, plots
+    from ntkhom import data, plots
+    from ntkhom.experiments import sweeps
     from ntkhom.report import RunFolder, markdown_table, progress
 
     _validate(args)
@@ -122,11 +123,11 @@ def run(args, *, title: str = "NTK spectrum along the homotopy path") -> Path:
         folder.append_row("points.csv", {"width": width, "seed": seed, "depth": args.depth, **point.row()})
         next(ticks, None)
 
-    results: list[paths.PathResult] = []
+    results: list[sweeps.PathResult] = []
     try:
-        for result in paths.homotopy_spectra(model, x, grid, args.widths, args.seeds, jax.random.PRNGKey(args.seed),
-                                             infinite=infinite, densities_at=density_s, method=args.method,
-                                             on_point=on_point):
+        for result in sweeps.homotopy_spectra(model, x, grid, args.widths, args.seeds, jax.random.PRNGKey(args.seed),
+                                              infinite=infinite, densities_at=density_s, method=args.method,
+                                              on_point=on_point):
             results.append(result)
             folder.write_json("points.json", [row for r in results for row in r.rows()])
     finally:
@@ -155,7 +156,7 @@ def _curves(results, grid):
 
 
 def _write_summary(folder, results, grid, density_s, dataset, args, title, plots, markdown_table):
-    from ntkhom.paths import INFINITE, summarize_widths
+    from ntkhom.experiments.sweeps import INFINITE, summarize_widths
 
     summary = summarize_widths(results)
     folder.write_json("summary.json", summary)

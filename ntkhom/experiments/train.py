@@ -19,7 +19,7 @@ import numpy as np
 from ntkhom import theory
 from ntkhom.data import DATASETS, load
 from ntkhom.models import two_layer
-from ntkhom.report import RunFolder, markdown_table
+from ntkhom.report import RunFolder, markdown_table, training_progress
 from ntkhom.solvers import driver
 from ntkhom.solvers.gradient import gradient_solver
 from ntkhom.solvers.hrta import TRANSITIONS, hrta_solver, two_stage
@@ -56,15 +56,15 @@ def _check(args) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
 
 
-def _solver(name, model, x, y, args, loss):
+def _solver(name, model, args, loss):
     if name == "adam":
-        return gradient_solver(model, x, y, learning_rate=args.adam_learning_rate, optimizer="adam", loss=loss)
+        return gradient_solver(model, learning_rate=args.adam_learning_rate, optimizer="adam", loss=loss)
     if name == "hrta":
         half = args.steps // 2
         stages = two_stage(args.hrta_s, max(half, 1), max(args.steps - half, 1), args.learning_rate)
-        return hrta_solver(model, x, y, stages, transition=args.hrta_transition, loss=loss,
+        return hrta_solver(model, stages, transition=args.hrta_transition, loss=loss,
                            ramp_steps=max(1, min(half, args.steps - half) // 4))
-    return gradient_solver(model, x, y, learning_rate=args.learning_rate, optimizer=name, loss=loss)
+    return gradient_solver(model, learning_rate=args.learning_rate, optimizer=name, loss=loss)
 
 
 def run(args) -> Path:
@@ -96,9 +96,9 @@ def run(args) -> Path:
 
     rows, curves = [], []
     for name in args.solvers:
-        solver = _solver(name, model, x, y, args, loss)
-        result = driver.run_batch(solver, stacked, steps=args.steps, record_every=args.record_every,
-                                  progress=not quiet, desc=name)
+        solver = _solver(name, model, args, loss)
+        result = driver.run_batch(solver, stacked, (x, y), steps=args.steps, record_every=args.record_every,
+                                  callback=training_progress(not quiet), desc=name)
         for seed in range(args.seeds):
             one = result.run(seed)
             predicted = bound = None

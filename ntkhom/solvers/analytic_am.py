@@ -25,21 +25,22 @@ One iteration (:func:`analytic_am`'s ``step``):
    a system of size h (d + 1) whose matrix has the Khatri-Rao block structure
    block (j, l) = (v_j . v_l) X~^T diag(S_j S_l) X~. Three solvers (``hidden=``):
 
-   * ``"cg"``: Jacobi-preconditioned conjugate gradients started at Delta = 0, with matrix-free
+   * ``"cg"``: conjugate gradients on the normal equations started at Delta = 0, with matrix-free
      products J^T J Delta in O(n h (d + k)) time and O(n h) memory; the normal matrix is never formed. From
-     0 the iterates stay in D^-1 range(J^T), D = diag(J^T J): with full column rank this is the unique
-     solution; otherwise it is an exact critical point of least D-weighted norm (not the Euclidean
-     minimum-norm one of ``"dual"``/``"dense"``), and the rows of W the data cannot see (dead neurons,
-     v_j = 0) are left unchanged.
+     0 the iterates stay in range(J^T), so CG converges to the minimum-norm solution, the same one as
+     ``"dual"`` and ``"dense"`` (a Jacobi preconditioner would converge to the least D-weighted-norm one
+     instead, a different critical point on rank-deficient problems). Rows of W the data cannot see (dead
+     neurons, v_j = 0) are left unchanged.
    * ``"dual"``: the same minimum-norm correction through the n k x n k dual system, practical when
      n k < h (d + 1) (over-parameterized fits): Delta = J^T alpha with (J J^T + ridge I) alpha = R and
      J J^T [(i, k), (i', k')] = (x~_i . x~_i') sum_j S_ij S_i'j V_jk V_jk', solved by an eigenvalue-based
      pseudo-inverse; O(n^2 k^2 h + n^3 k^3) time. ``"auto"`` (default) takes ``"dual"`` when
-     n k <= min(h (d + 1), 500), else ``"cg"`` (on a shared 2-core machine an 854 x 854 eigh took
-     seconds, more than 100 CG iterations of the breast-cancer problem).
+     n k <= min(h (d + 1), 500), else ``"cg"``: a choice of speed only, both return the minimum-norm
+     correction (to CG's tolerance).
    * ``"dense"``: the minimum-norm least-squares solution of J Delta = R from the explicit n k x h (d + 1)
      Jacobian (reference; O(n k h^2 d^2) time, O(n k h d) memory).
-   * ``"neuron"``: block-coordinate (Gauss-Seidel) over neurons: for j = 1..h in turn the exact
+   * ``"neuron"``: a different method, never chosen by ``"auto"``: block-coordinate (Gauss-Seidel) over
+     neurons: for j = 1..h in turn the exact
      minimum-norm minimiser over w_j alone, ||v_j||^2 (G_j^T G_j) delta_j = G_j^T R v_j with
      G_j = diag(S_j) X~, a (d + 1)-sized least-squares problem; R is updated after each neuron.
 
@@ -50,13 +51,14 @@ One iteration (:func:`analytic_am`'s ``step``):
    it stays where it is: a stall, measured on diabetes); ``"none"`` always takes t = 1. With a safeguard
    the loss never increases over an iteration (the output step is an exact least-squares solve).
 
-Per-run values that may vary across a vmapped batch (s, ridge) are arrays in the state.
+The homotopy parameter s is an array in the state (:class:`AnalyticAMState`), so a vmapped batch can vary it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from typing import Any, NamedTuple
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -64,7 +66,7 @@ import jax.numpy as jnp
 from ntkhom.activations import Phi, homotopy, homotopy_derivative
 from ntkhom.data import check_inputs, check_targets
 from ntkhom.models import HomotopyMLP
-from ntkhom.solvers.base import Solver
+from ntkhom.solvers.base import Solver, default_key, dtype_of, is_concrete
 
 __all__ = [
     "HIDDEN_SOLVERS",
@@ -72,6 +74,8 @@ __all__ = [
     "TwoLayerWeights",
     "am_model",
     "analytic_am",
+    "AnalyticAM",
+    "AnalyticAMState",
     "augment",
     "check_am_data",
     "from_params",
@@ -203,43 +207,40 @@ def frozen_pattern_gradient(weights: TwoLayerWeights, S, xa, y):
     return _vjp(R, xa, S, weights.V)
 
 
-def _pcg(apply_A, g, diagonal, tol, maxiter):
-    """Jacobi-preconditioned CG for A x = g from x = 0; returns (x, iterations, relative residual)."""
-    inv_diag = jnp.where(diagonal > 0, 1.0 / jnp.where(diagonal > 0, diagonal, 1.0), 1.0)
+def _cg(apply_A, g, tol, maxiter):
+    """CG for A x = g (A symmetric positive semi-definite, g in range(A)) from x = 0; the iterates stay in
+    range(A), so the limit is the minimum-norm solution. Returns (x, iterations, relative residual)."""
     g_norm = jnp.sqrt(jnp.sum(g * g))
     threshold = tol * g_norm
 
     def cond(carry):
-        _, r, _, _, _, k = carry
-        return (jnp.sqrt(jnp.sum(r * r)) > threshold) & (k < maxiter)
+        _, r, _, rr, k = carry
+        return (jnp.sqrt(rr) > threshold) & (k < maxiter)
 
     def body(carry):
-        x, r, z, p, rz, k = carry
+        x, r, p, rr, k = carry
         Ap = apply_A(p)
         pAp = jnp.sum(p * Ap)
-        alpha = jnp.where(pAp > 0, rz / jnp.where(pAp > 0, pAp, 1.0), 0.0)
+        alpha = jnp.where(pAp > 0, rr / jnp.where(pAp > 0, pAp, 1.0), 0.0)
         x = x + alpha * p
         r = r - alpha * Ap
-        z = inv_diag * r
-        rz_new = jnp.sum(r * z)
-        beta = jnp.where(rz > 0, rz_new / jnp.where(rz > 0, rz, 1.0), 0.0)
-        return x, r, z, z + beta * p, rz_new, k + 1
+        rr_new = jnp.sum(r * r)
+        beta = jnp.where(rr > 0, rr_new / jnp.where(rr > 0, rr, 1.0), 0.0)
+        return x, r, r + beta * p, rr_new, k + 1
 
-    z0 = inv_diag * g
-    init = (jnp.zeros_like(g), g, z0, z0, jnp.sum(g * z0), jnp.zeros((), jnp.int32))
-    x, r, *_, k = jax.lax.while_loop(cond, body, init)
-    rel = jnp.sqrt(jnp.sum(r * r)) / jnp.where(g_norm > 0, g_norm, 1.0)
+    init = (jnp.zeros_like(g), g, g, jnp.sum(g * g), jnp.zeros((), jnp.int32))
+    x, r, _, rr, k = jax.lax.while_loop(cond, body, init)
+    rel = jnp.sqrt(rr) / jnp.where(g_norm > 0, g_norm, 1.0)
     return x, k, rel
 
 
 def _hidden_correction_cg(weights, S, xa, R, ridge, tol, maxiter):
     g = _vjp(R, xa, S, weights.V)
-    diagonal = ((S * S).T @ (xa * xa)) * jnp.sum(weights.V**2, axis=1)[:, None] + ridge
 
     def apply_A(delta):
         return _vjp(_jvp(delta, xa, S, weights.V), xa, S, weights.V) + ridge * delta
 
-    return _pcg(apply_A, g, diagonal, tol, maxiter)
+    return _cg(apply_A, g, tol, maxiter)
 
 
 def _hidden_correction_dense(weights, S, xa, R, ridge):
@@ -356,10 +357,90 @@ def _safeguarded(old: TwoLayerWeights, new: TwoLayerWeights, loss_fn, loss_old, 
     return trial(t), t
 
 
+class AnalyticAMState(NamedTuple):
+    """State of :class:`AnalyticAM`: the common fields (``learning_rate`` is NaN: there is no step size), then
+    the last accepted step fraction t and the last hidden solve's CG iterations and relative residual."""
+
+    step: jax.Array
+    s: jax.Array
+    learning_rate: jax.Array
+    key: jax.Array
+    step_fraction: jax.Array
+    cg_iterations: jax.Array
+    relative_residual: jax.Array
+
+
+@dataclasses.dataclass(frozen=True)
+class AnalyticAM(Solver):
+    """Analytic alternating minimization (module docstring); build it with :func:`analytic_am`.
+
+    ``loss`` is 1/2 sum ||f - y||^2; ``metrics`` gives ``mse`` (mean over samples and outputs), the last
+    step fraction t, the CG iterations and its relative residual.
+    """
+
+    model: HomotopyMLP
+    hidden: str = "auto"
+    safeguard: str = "damp"
+    ridge: float = 0.0
+    cg_tol: float = 1e-10
+    cg_maxiter: int = 1000
+    max_halvings: int = 10
+
+    @property
+    def name(self) -> str:
+        return f"analytic-am({self.hidden})"
+
+    def _data(self, batch):
+        if not isinstance(batch, tuple | list) or len(batch) != 2:
+            raise TypeError(f"batch must be a pair (x, y), got {type(batch).__name__}")
+        x, y = batch
+        if is_concrete(batch):
+            x, y = check_am_data(x, y)
+        if jnp.ndim(y) != 2 or jnp.shape(y)[1] != self.model.out_dim:
+            raise ValueError(f"targets must be (n, out_dim = {self.model.out_dim}), got shape {jnp.shape(y)}")
+        return augment(x, self.model.b_std is not None), y.astype(x.dtype)
+
+    def init(self, params, batch) -> AnalyticAMState:
+        xa, _ = self._data(batch)
+        d = params[0]["W"].shape[0]
+        if d + (self.model.b_std is not None) != xa.shape[1]:
+            raise ValueError(f"parameters expect d = {d} but x has {batch[0].shape[1]} features")
+        dtype = dtype_of(params)
+        return AnalyticAMState(step=jnp.zeros((), jnp.int32), s=jnp.asarray(self.model.s, dtype),
+                               learning_rate=jnp.asarray(jnp.nan, dtype), key=default_key(),
+                               step_fraction=jnp.ones((), dtype), cg_iterations=jnp.zeros((), jnp.int32),
+                               relative_residual=jnp.zeros((), dtype))
+
+    def step(self, params, state, batch):
+        model, phi = self.model, self.model.phi
+        xa, y = self._data(batch)
+        s = state.s
+        weights = output_step(from_params(model, params), xa, y, s, phi, model.out_b_std is not None)
+        loss_fn = lambda w: square_loss(w, xa, y, s, phi)  # noqa: E731
+        loss_before = loss_fn(weights)
+        trial, info = hidden_step(weights, xa, y, s, phi, hidden=self.hidden, ridge=self.ridge, tol=self.cg_tol,
+                                  maxiter=self.cg_maxiter)
+        weights, t = _safeguarded(weights, trial, loss_fn, loss_before, self.safeguard, self.max_halvings)
+        state = state._replace(step=state.step + 1, step_fraction=t, cg_iterations=info["cg_iterations"],
+                               relative_residual=info["relative_residual"])
+        return to_params(model, weights, params), state
+
+    def loss(self, params, state, batch):
+        xa, y = self._data(batch)
+        return square_loss(from_params(self.model, params), xa, y, state.s, self.model.phi)
+
+    def metrics(self, params, state, batch):
+        value = self.loss(params, state, batch)
+        return {
+            "mse": 2.0 * value / batch[1].size,
+            "step_fraction": state.step_fraction,
+            "cg_iterations": state.cg_iterations,
+            "relative_residual": state.relative_residual,
+        }
+
+
 def analytic_am(
     model: HomotopyMLP,
-    x,
-    y,
     *,
     hidden: str = "auto",
     safeguard: str = "damp",
@@ -367,20 +448,20 @@ def analytic_am(
     cg_tol: float = 1e-10,
     cg_maxiter: int = 1000,
     max_halvings: int = 10,
-) -> Solver:
-    """Analytic alternating minimization (module docstring) as an ntkhom :class:`Solver`.
+) -> AnalyticAM:
+    """Analytic alternating minimization (module docstring) as an ntkhom solver; data come with every call.
 
     Args:
       model: a one-hidden-layer :class:`HomotopyMLP` with a piecewise-linear phi (e.g. :func:`am_model`);
-        its parameters are the solver's ``params``; ``state["s"]`` (default ``model.s``) is the homotopy s.
-      x: inputs (n, d), n >= 2; y: targets (n,) or (n, k). Float64 recommended (exactness is to 1e-10).
-      hidden: ``"auto"``, ``"cg"``, ``"dual"``, ``"dense"`` or ``"neuron"``.
+        its parameters are the solver's ``params``; ``state.s`` (default ``model.s``) is the homotopy s.
+      hidden: ``"auto"``, ``"cg"``, ``"dual"`` or ``"dense"`` (all the minimum-norm correction; ``"auto"``
+        picks by size), or ``"neuron"`` (block coordinate descent, a different method).
       safeguard: ``"damp"``, ``"reject"`` or ``"none"``.
       ridge: proximal weight of the hidden step (0: exact minimum-norm critical point).
       cg_tol, cg_maxiter: relative residual target and iteration cap of CG.
 
-    ``loss`` is 1/2 sum ||f - y||^2; ``metrics`` gives ``mse`` (mean over samples and outputs), the last
-    step fraction t, the CG iterations and its relative residual.
+    The batch is ``(x, y)``: inputs (n, d), n >= 2, and targets (n, k). Float64 recommended (exactness is to
+    1e-10).
     """
     _check_model(model)
     if hidden not in HIDDEN_SOLVERS:
@@ -391,50 +472,5 @@ def analytic_am(
         raise ValueError(f"ridge must be a finite number >= 0, got {ridge}")
     if int(cg_maxiter) < 1 or int(max_halvings) < 0 or not cg_tol > 0:
         raise ValueError("cg_maxiter must be >= 1, max_halvings >= 0 and cg_tol > 0")
-    x, y = check_am_data(x, y)
-    if y.shape[1] != model.out_dim:
-        raise ValueError(f"targets have {y.shape[1]} columns but the model has out_dim = {model.out_dim}")
-    hidden_bias = model.b_std is not None
-    output_bias = model.out_b_std is not None
-    xa = augment(x, hidden_bias)
-    hidden = resolve_hidden(hidden, y.shape[0], y.shape[1], model.widths[0], xa.shape[1])
-    phi = model.phi
-    ridge_value = ridge if ridge > 0 else 0.0
-
-    def init(params) -> dict[str, Any]:
-        if params[0]["W"].shape[0] != x.shape[1]:
-            d = params[0]["W"].shape[0]
-            raise ValueError(f"parameters expect d = {d} but x has {x.shape[1]} features")
-        dtype = params[0]["W"].dtype
-        return {
-            "s": jnp.asarray(model.s, dtype),
-            "iteration": jnp.zeros((), jnp.int32),
-            "step_fraction": jnp.ones((), dtype),
-            "cg_iterations": jnp.zeros((), jnp.int32),
-            "relative_residual": jnp.zeros((), dtype),
-        }
-
-    def step(params, state):
-        s = state["s"]
-        weights = output_step(from_params(model, params), xa, y, s, phi, output_bias)
-        loss_fn = lambda w: square_loss(w, xa, y, s, phi)  # noqa: E731
-        loss_before = loss_fn(weights)
-        trial, info = hidden_step(weights, xa, y, s, phi, hidden=hidden, ridge=ridge_value, tol=cg_tol,
-                                  maxiter=cg_maxiter)
-        weights, t = _safeguarded(weights, trial, loss_fn, loss_before, safeguard, max_halvings)
-        state = dict(state, iteration=state["iteration"] + 1, step_fraction=t, **info)
-        return to_params(model, weights, params), state
-
-    def loss(params, state):
-        return square_loss(from_params(model, params), xa, y, state["s"], phi)
-
-    def metrics(params, state):
-        value = loss(params, state)
-        return {
-            "mse": 2.0 * value / y.size,
-            "step_fraction": state["step_fraction"],
-            "cg_iterations": state["cg_iterations"],
-            "relative_residual": state["relative_residual"],
-        }
-
-    return Solver(init=init, step=step, loss=loss, metrics=metrics, name=f"analytic-am({hidden})")
+    return AnalyticAM(model=model, hidden=hidden, safeguard=safeguard, ridge=float(ridge) if ridge > 0 else 0.0,
+                      cg_tol=float(cg_tol), cg_maxiter=int(cg_maxiter), max_halvings=int(max_halvings))

@@ -1,77 +1,89 @@
-"""Full-batch gradient descent and optax optimizers on homotopy networks, as :class:`Solver` objects.
+"""Gradient descent and optax optimizers on any network, as a :class:`Solver`.
 
-For a :class:`ntkhom.models.HomotopyMLP` ``model``, inputs ``x`` (n, d) and targets ``y`` (n, k), the
+For a network (anything :func:`ntkhom.networks.as_network` accepts: a :class:`ntkhom.models.HomotopyMLP`, a
+stax triple, a Flax module, a function ``f(params, x[, s])``) and a batch ``(x, y)`` (x (n, d), y (n, k)) the
 objective is
 
-    L(theta) = loss(model.apply(params(theta), x, s), y),
+    L(theta) = loss(apply(params(theta), x, s), y),
 
-where theta = ``model.trainable(params)`` (the hidden layers in the HRTA / Du et al. setting, every layer
-with ``trained="all"``) and the rest of ``params`` stays frozen. One step is
+where theta are the trained leaves of ``params`` (``trained``; for a ``HomotopyMLP`` by default the hidden
+layers in the HRTA / Du et al. setting, every layer with ``trained="all"``) and the rest stays frozen. One
+step is an optax step:
 
-    u = optimizer.update(grad L(theta), opt_state, theta);   theta <- theta + learning_rate * u,
+    u, opt_state = optimizer.update(grad L(theta), opt_state, theta);   theta <- theta + u.
 
-with the optimizer a direction-producing optax ``GradientTransformation`` (:func:`optimizer_by_name`:
-``"gd"`` gives u = -grad, so the step is plain gradient descent theta <- theta - eta grad L). The homotopy
-parameter ``s`` and ``learning_rate`` are arrays in the state, so ``jax.vmap`` over a batch of states with
-different s or learning rates runs a grid under one compilation (:func:`ntkhom.solvers.driver.run_batch`).
+A named optimizer is built with ``optax.inject_hyperparams``, so its learning rate is an array; the state's
+``learning_rate`` is written into it before every step, so ``state._replace(learning_rate=...)`` (or a vmapped
+batch of states) changes the step size of a run. An optax optimizer you pass keeps its own learning rate,
+exactly as in optax.
 
 With the summed squared loss (the default, the convention of Du et al., ICLR 2019, and of the HRTA paper)
 gradient descent moves the training residual by r <- (I - eta K) r to first order, K the empirical NTK, so
 :mod:`ntkhom.theory` predicts these runs.
+
+Two-layer ``HomotopyMLP`` networks with the squared loss get their gradient in closed form
+(:func:`two_layer_gradient`, no autodiff): the same numbers as autodiff to rounding, pure JAX, so it runs on
+CPU, GPU and TPU and ``jax.grad`` goes through a training run (w.r.t. s, for instance).
+``benchmarks/bench_training.py`` times it against autodiff.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 import math
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from ntkhom.activations import check_s
+from ntkhom import networks
+from ntkhom.activations import check_s, homotopy, homotopy_derivative
 from ntkhom.data import check_inputs, check_targets
 from ntkhom.losses import LOSSES, REDUCTIONS, accuracy
 from ntkhom.models import HomotopyMLP
-from ntkhom.solvers.base import Solver
+from ntkhom.solvers.base import Solver, default_key, dtype_of, is_concrete
 
-__all__ = ["gradient_solver", "optimizer_by_name", "OPTIMIZERS", "network_loss_fn", "check_learning_rate",
-           "fused_step_problem", "FUSED_MAX_WORK"]
+__all__ = ["GradientSolver", "GradientState", "gradient_solver", "optimizer_by_name", "OPTIMIZERS",
+           "GRADIENTS", "check_learning_rate", "two_layer_gradient", "analytic_gradient_problem"]
 
-OPTIMIZERS = ("gd", "sgd", "momentum", "nesterov", "adam")
-# fused=None uses the fused CPU kernel up to this n * d * m. On 2 cores a lone step measured 1.3x to 4x faster
-# than XLA's from 1e6 to 2e7 (n = 100, d = 10, m = 1000 up to 2000 x 10 x 1000), about equal at 4e7, and
-# 1.3x to 1.5x slower at 2.6e8 and 1e9 (n = 4000, d = 32, m = 8192).
-FUSED_MAX_WORK = 2**24
+OPTIMIZERS = ("gd", "momentum", "nesterov", "adam")
+GRADIENTS = ("auto", "analytic", "autodiff")
 
 
-def optimizer_by_name(name: str, *, momentum: float = 0.9, b1: float = 0.9, b2: float = 0.999,
+class GradientState(NamedTuple):
+    """State of :class:`GradientSolver`: the common fields, then the optax state."""
+
+    step: jax.Array
+    s: jax.Array
+    learning_rate: jax.Array
+    key: jax.Array
+    opt_state: Any
+
+
+@functools.lru_cache(maxsize=256)
+def optimizer_by_name(name: str, learning_rate: float, *, momentum: float = 0.9, b1: float = 0.9, b2: float = 0.999,
                       eps: float = 1e-8) -> optax.GradientTransformation:
-    """A direction-producing optax transformation (no step size; the solver multiplies by the state's
-    learning rate).
+    """An optax optimizer whose learning rate is an injected hyperparameter.
 
-    ``"gd"``/``"sgd"`` (full batch, so the same): u = -g. ``"momentum"``: heavy ball (Polyak 1964),
-    v <- momentum v + g, u = -v. ``"nesterov"``: Nesterov's variant of it. ``"adam"``: Kingma & Ba (2015)
-    u = -m_hat / (sqrt(v_hat) + eps).
+    ``"gd"``: theta <- theta - eta g (``optax.sgd``; stochastic only when the driver feeds minibatches).
+    ``"momentum"``: heavy ball (Polyak 1964), v <- momentum v + g, theta <- theta - eta v. ``"nesterov"``:
+    Nesterov's variant of it. ``"adam"``: Kingma & Ba (2015). Cached: equal arguments give the same object,
+    so solvers built with equal settings are equal.
     """
-    if name in ("gd", "sgd"):
-        return optax.scale(-1.0)
-    if name == "momentum":
-        return optax.chain(optax.trace(decay=momentum), optax.scale(-1.0))
-    if name == "nesterov":
-        return optax.chain(optax.trace(decay=momentum, nesterov=True), optax.scale(-1.0))
+    if name == "sgd":
+        raise ValueError("optimizer 'sgd' is not full-batch gradient descent any more: use optimizer='gd' and "
+                         "feed minibatches with driver.run(..., batch_size=b) for SGD")
+    if name == "gd":
+        return optax.inject_hyperparams(optax.sgd)(learning_rate=learning_rate)
+    if name in ("momentum", "nesterov"):
+        return optax.inject_hyperparams(optax.sgd)(learning_rate=learning_rate, momentum=momentum,
+                                                   nesterov=name == "nesterov")
     if name == "adam":
-        return optax.chain(optax.scale_by_adam(b1=b1, b2=b2, eps=eps), optax.scale(-1.0))
+        return optax.inject_hyperparams(optax.adam)(learning_rate=learning_rate, b1=b1, b2=b2, eps=eps)
     raise ValueError(f"unknown optimizer {name!r}; choose one of {OPTIMIZERS} or pass an optax "
                      "GradientTransformation")
-
-
-def _as_optimizer(optimizer) -> optax.GradientTransformation:
-    if isinstance(optimizer, str):
-        return optimizer_by_name(optimizer)
-    if isinstance(optimizer, optax.GradientTransformation):
-        return optimizer
-    raise ValueError(f"optimizer must be a name in {OPTIMIZERS} or an optax GradientTransformation, "
-                     f"got {type(optimizer).__name__}")
 
 
 def check_learning_rate(learning_rate) -> float:
@@ -84,152 +96,264 @@ def check_learning_rate(learning_rate) -> float:
     return value
 
 
-def network_loss_fn(model: HomotopyMLP, x, y, loss: str = "squared", reduction: str | None = None):
-    """(validated x, y, f) with f(params, s) = the scalar training loss of ``model`` at homotopy parameter s.
+def _injected_learning_rate(opt_state):
+    hyperparams = getattr(opt_state, "hyperparams", None)
+    if isinstance(hyperparams, dict) and "learning_rate" in hyperparams:
+        return hyperparams["learning_rate"]
+    return None
 
-    ``loss``: ``"squared"`` (1/2 sum_i ||f(x_i) - y_i||^2 by default, the NTK convention) or
-    ``"cross_entropy"`` (y one-hot (n, classes), mean over samples by default).
+
+def _with_learning_rate(opt_state, learning_rate):
+    old = _injected_learning_rate(opt_state)
+    if old is None:
+        return opt_state
+    hyperparams = {**opt_state.hyperparams, "learning_rate": jnp.asarray(learning_rate, jnp.result_type(old))}
+    return opt_state._replace(hyperparams=hyperparams)
+
+
+@dataclasses.dataclass(frozen=True)
+class _FrozenMask:
+    """A pytree of bools kept hashable (treedef and leaves), so solvers holding it compare by value."""
+
+    treedef: Any
+    leaves: tuple[bool, ...]
+
+    def tree(self):
+        return jax.tree.unflatten(self.treedef, self.leaves)
+
+
+def _hashable_trained(trained):
+    if trained is None or isinstance(trained, bool | str) or callable(trained):
+        return trained
+    leaves, treedef = jax.tree.flatten(trained)
+    return _FrozenMask(treedef, tuple(bool(leaf) for leaf in leaves))
+
+
+def check_batch(model: HomotopyMLP | None, batch):
+    """(x, y) from a batch, checked where the values are concrete (shapes always)."""
+    if not isinstance(batch, tuple | list) or len(batch) != 2:
+        raise TypeError(f"batch must be a pair (x, y), got {type(batch).__name__}")
+    x, y = batch
+    if jnp.ndim(x) != 2 or jnp.ndim(y) != 2 or jnp.shape(x)[0] != jnp.shape(y)[0]:
+        raise ValueError(f"batch needs x (n, d) and y (n, k) with the same n, got shapes {jnp.shape(x)} and "
+                         f"{jnp.shape(y)}")
+    if model is not None and jnp.shape(y)[1] != model.out_dim:
+        raise ValueError(f"targets have {jnp.shape(y)[1]} columns but the model has out_dim = {model.out_dim}")
+    return x, y
+
+
+def analytic_gradient_problem(model: HomotopyMLP, loss: str) -> str:
+    """Why the closed-form gradient does not apply ("" when it does)."""
+    if loss != "squared":
+        return "it is written for the squared loss"
+    if model.depth != 1:
+        return f"it is written for two-layer networks (one hidden layer), got widths {model.widths}"
+    return ""
+
+
+def two_layer_gradient(model: HomotopyMLP, params, x, y, s, reduction: str = "sum"):
+    """Closed-form gradient of L = 1/2 sum_i ||f(x_i) - y_i||^2 (or its mean over i) for a two-layer network.
+
+    With z = a x W + b_std b (a = W_std / sqrt(d)), f = c sigma_s(z) V + c_std c0 (c = W_std / sqrt(m)) and
+    r = f - y (divided by n for the mean):
+
+        dL/dV = c sigma_s(z)^T r,   dL/dc0 = c_std sum_i r_i,
+        G = c (r V^T) o sigma_s'(z),   dL/dW = a x^T G,   dL/db = b_std sum_i G_i.
+
+    Returns the gradient of ``model.trainable(params)`` (same structure). sigma_s'(z) at z = 0 exactly is
+    phi's left slope, where autodiff of ``max`` averages the two; elsewhere both agree to rounding.
     """
-    if not isinstance(model, HomotopyMLP):
-        raise ValueError(f"model must be an ntkhom.models.HomotopyMLP, got {type(model).__name__}")
+    hidden, out = params
+    n, d = x.shape
+    m = hidden["W"].shape[1]
+    (w_std, b_std), (v_std, c_std) = model.layer_scales(d)
+    scale_in = w_std / math.sqrt(d)
+    scale_out = v_std / math.sqrt(m)
+    z = scale_in * (x @ hidden["W"])
+    if "b" in hidden:
+        z = z + b_std * hidden["b"]
+    if model.phi.slopes is not None:  # piecewise linear: sigma_s(z) = sigma_s'(z) z, one pass for both
+        slope_neg, slope_pos = model.phi.slopes
+        slope = jnp.where(z > 0, 1.0 + s * (slope_pos - 1.0), 1.0 + s * (slope_neg - 1.0)).astype(z.dtype)
+        h = slope * z
+    else:
+        h = homotopy(z, s, model.phi)
+        slope = homotopy_derivative(z, s, model.phi)
+    f = scale_out * (h @ out["W"])
+    if "b" in out:
+        f = f + c_std * out["b"]
+    r = f - y
+    if reduction == "mean":
+        r = r / n
+    G = scale_out * (r @ out["W"].T) * slope
+    grad_hidden = {"W": scale_in * (x.T @ G)}
+    if "b" in hidden:
+        grad_hidden["b"] = b_std * jnp.sum(G, axis=0)
+    grads = (grad_hidden,)
+    if model.trained == "all":
+        grad_out = {"W": scale_out * (h.T @ r)}
+        if "b" in out:
+            grad_out["b"] = c_std * jnp.sum(r, axis=0)
+        grads = grads + (grad_out,)
+    return grads
+
+
+@dataclasses.dataclass(frozen=True)
+class GradientSolver(Solver):
+    """Training of a network with an optax optimizer (module docstring); build it with :func:`gradient_solver`.
+
+    State: :class:`GradientState` (``s`` is NaN for a network without a homotopy parameter). Metrics: ``"s"``,
+    the gradient norm ``"grad_norm"``, and ``"accuracy"`` for cross-entropy.
+    """
+
+    network: networks.Network
+    optimizer: optax.GradientTransformation
+    label: str
+    learning_rate: float | None
+    s: float
+    loss_name: str = "squared"
+    reduction: str = "sum"
+    gradient: str = "autodiff"
+    trained: Any = None
+
+    @property
+    def name(self) -> str:
+        return self.label
+
+    @property
+    def model(self) -> HomotopyMLP | None:
+        return self.network.model
+
+    def _trained(self):
+        return self.trained.tree() if isinstance(self.trained, _FrozenMask) else self.trained
+
+    def split(self, params):
+        """``(trainable, frozen)`` of ``params`` (None in place of the other part's leaves)."""
+        return self.network.partition(params, self._trained())
+
+    def objective(self, params, batch, s):
+        x, y = check_batch(self.model, batch)
+        out = self.network.apply(params, x, s if self.network.accepts_s else None)
+        return LOSSES[self.loss_name](out, y, reduction=self.reduction)
+
+    def gradient_of(self, params, batch, s):
+        """Gradient of the objective w.r.t. the trained leaves (None at the frozen ones)."""
+        if self.gradient == "analytic":
+            x, y = check_batch(self.model, batch)
+            grads = two_layer_gradient(self.model, params, x, y, s, self.reduction)
+            frozen = tuple(jax.tree.map(lambda _: None, layer) for layer in params[len(grads):])
+            return tuple(grads) + frozen
+        trainable, frozen = self.split(params)
+        return jax.grad(lambda t: self.objective(networks.combine(t, frozen), batch, s))(trainable)
+
+    def init(self, params, batch) -> GradientState:
+        x, y = check_batch(self.model, batch)
+        if is_concrete(batch):  # values are checked where they are known, never on tracers
+            check_targets(y, check_inputs(x).shape[0])
+        if self.model is not None and x.shape[1] != params[0]["W"].shape[0]:
+            raise ValueError(f"inputs have {x.shape[1]} features but the parameters expect "
+                             f"d = {params[0]['W'].shape[0]}")
+        dtype = dtype_of(params)
+        opt_state = self.optimizer.init(self.split(params)[0])
+        injected = _injected_learning_rate(opt_state)
+        learning_rate = jnp.nan if injected is None else injected
+        return GradientState(step=jnp.zeros((), jnp.int32), s=jnp.asarray(self.s, dtype),
+                             learning_rate=jnp.asarray(learning_rate, dtype), key=default_key(),
+                             opt_state=opt_state)
+
+    def step(self, params, state, batch):
+        trainable, frozen = self.split(params)
+        grads = self.gradient_of(params, batch, state.s)
+        opt_state = _with_learning_rate(state.opt_state, state.learning_rate)
+        updates, opt_state = self.optimizer.update(grads, opt_state, trainable)
+        trainable = optax.apply_updates(trainable, updates)
+        return networks.combine(trainable, frozen), state._replace(step=state.step + 1, opt_state=opt_state)
+
+    def loss(self, params, state, batch):
+        return self.objective(params, batch, state.s)
+
+    def metrics(self, params, state, batch):
+        out = {"s": state.s, "grad_norm": optax.tree.norm(self.gradient_of(params, batch, state.s))}
+        if self.loss_name == "cross_entropy":
+            x, y = check_batch(self.model, batch)
+            out["accuracy"] = accuracy(self.network.apply(params, x, state.s if self.network.accepts_s else None),
+                                       y)
+        return out
+
+
+def gradient_solver(
+    model,
+    *,
+    learning_rate: float | None = None,
+    trained=None,
+    s: float | None = None,
+    optimizer: str | optax.GradientTransformation = "gd",
+    loss: str = "squared",
+    reduction: str | None = None,
+    gradient: str = "auto",
+) -> GradientSolver:
+    """Training of ``model`` with ``optimizer``; the data come with every call (module docstring).
+
+    Args:
+      model: a network: a :class:`HomotopyMLP`, or anything :func:`ntkhom.networks.as_network` accepts.
+      trained: which leaves move: None (the network's default; ``model.trained`` for a ``HomotopyMLP``), a
+        pytree of bools with the structure of params, or a predicate on the leaf path.
+      learning_rate: the step size eta > 0 of a named optimizer (``state.learning_rate``); must be None
+        with an optax optimizer, which carries its own.
+      s: initial ``state.s`` (default ``model.s``; needed for other networks that take s, ignored by
+        networks that do not).
+      optimizer: a name in :data:`OPTIMIZERS` or an optax ``GradientTransformation`` (e.g.
+        ``optax.adam(1e-3)``, used exactly as optax would; build it with ``optax.inject_hyperparams`` to
+        let ``state.learning_rate`` drive its learning rate).
+      loss: ``"squared"`` (1/2 sum_i ||f(x_i) - y_i||^2 by default, the NTK convention) or
+        ``"cross_entropy"`` (y one-hot (n, classes), mean over samples by default).
+      reduction: ``"sum"`` or ``"mean"`` over samples.
+      gradient: ``"analytic"`` (closed form, :func:`two_layer_gradient`: two-layer ``HomotopyMLP`` with its
+        default trained layers, squared loss),
+        ``"autodiff"`` (``jax.grad``) or ``"auto"`` (analytic where it applies; both give the same numbers).
+
+    Returns:
+      a :class:`GradientSolver`; equal arguments give equal solvers (one compilation in the driver).
+    """
+    network = networks.as_network(model)
+    homotopy_model = network.model
+    if homotopy_model is not None:
+        s = homotopy_model.s if s is None else check_s(s)
+    elif network.accepts_s:
+        if s is None:
+            raise ValueError("this network takes a homotopy parameter: give s=")
+        s = check_s(s)
+    else:
+        if s is not None:
+            raise ValueError("s was given, but this network takes no homotopy parameter")
+        s = float("nan")
     if loss not in LOSSES:
         raise ValueError(f"unknown loss {loss!r}; choose one of {tuple(LOSSES)}")
     reduction = reduction or ("sum" if loss == "squared" else "mean")
     if reduction not in REDUCTIONS:
         raise ValueError(f"unknown reduction {reduction!r}; choose one of {REDUCTIONS}")
-    x = check_inputs(x)
-    y = check_targets(y, x.shape[0])
-    if y.shape[1] != model.out_dim:
-        raise ValueError(f"targets have {y.shape[1]} columns but the model has out_dim = {model.out_dim}")
-    loss_fn = LOSSES[loss]
-
-    def objective(params, s):
-        return loss_fn(model.apply(params, x, s), y, reduction=reduction)
-
-    return x, y, objective
-
-
-def fused_step_problem(model: HomotopyMLP, x, optimizer, loss: str) -> str:
-    """Why the fused CPU step (:mod:`ntkhom.solvers.native`) cannot run this training ("" when it can)."""
-    from ntkhom.solvers import native
-
-    if not isinstance(optimizer, str) or optimizer not in ("gd", "sgd"):
-        return "it does plain gradient descent only (optimizer 'gd' or 'sgd')"
-    if loss != "squared":
-        return "it does the squared loss only"
-    if model.depth != 1 or model.out_dim != 1:
-        return "it needs a two-layer network with one output"
-    if model.trained != "hidden":
-        return "it trains the hidden layer only (trained='hidden')"
-    if model.b_std is not None:
-        return "it has no hidden biases"
-    if model.phi.slopes is None:
-        return f"it needs a ReLU-family phi (relu, leaky_relu, abs), got {model.phi.name!r}"
-    if not 1 <= x.shape[1] <= native.MAX_INPUT_DIM:
-        return f"it needs input dimension d <= {native.MAX_INPUT_DIM}, got {x.shape[1]}"
-    if x.dtype not in (jnp.float32, jnp.float64):
-        return f"it needs float32 or float64 inputs, got {x.dtype}"
-    if not native.available():
-        return native.unavailable_reason()
-    return ""
-
-
-def gradient_solver(
-    model: HomotopyMLP,
-    x,
-    y,
-    *,
-    learning_rate: float,
-    s: float | None = None,
-    optimizer: str | optax.GradientTransformation = "gd",
-    loss: str = "squared",
-    reduction: str | None = None,
-    fused: bool | None = None,
-) -> Solver:
-    """Full-batch training of ``model`` on (x, y) with ``optimizer``; see the module docstring.
-
-    Args:
-      model: a homotopy network; only ``model.trainable(params)`` is moved.
-      x: (n, d) inputs; y: (n, out_dim) targets (one-hot for cross-entropy).
-      learning_rate: initial value of ``state["learning_rate"]`` (eta > 0).
-      s: initial ``state["s"]`` (default ``model.s``).
-      optimizer: a name in :data:`OPTIMIZERS` or a direction-producing optax transformation (for a full optax
-        optimizer such as ``optax.adam(1e-3)``, which already includes its step size, use learning_rate=1).
-      loss, reduction: see :func:`network_loss_fn`.
-      fused: compute each GD step with the fused CPU kernel of :mod:`ntkhom.solvers.native` (same step,
-        other rounding). ``None`` (default): where it applies (:func:`fused_step_problem` is "") and
-        n * d * m <= :data:`FUSED_MAX_WORK`; ``True``: always, raising a ValueError that says why when it
-        does not apply; ``False``: never (autodiff in XLA).
-
-    State: ``{"s": (), "learning_rate": (), "opt_state": optax state, "step": () int}``.
-    Metrics: ``"s"``, the gradient norm ``"grad_norm"``, and ``"accuracy"`` for cross-entropy.
-    """
-    if not isinstance(model, HomotopyMLP):
-        raise ValueError(f"model must be an ntkhom.models.HomotopyMLP, got {type(model).__name__}")
-    learning_rate = check_learning_rate(learning_rate)
-    s = model.s if s is None else check_s(s)
-    name = optimizer if isinstance(optimizer, str) else "optax"
-    optimizer = _as_optimizer(optimizer)
-    x, y, objective = network_loss_fn(model, x, y, loss, reduction)
-    classification = loss == "cross_entropy"
-    if fused not in (None, True, False):
-        raise ValueError(f"fused must be None, True or False, got {fused!r}")
-    n, d = x.shape
-    # the size test comes first: fused_step_problem builds the kernel (once per machine) when all else fits
-    wanted = fused is True or (fused is None and n * d * model.widths[0] <= FUSED_MAX_WORK)
-    problem = fused_step_problem(model, x, name, loss) if wanted else ""
-    if fused and problem:
-        raise ValueError(f"fused=True, but the fused step does not apply: {problem}")
-    use_fused = wanted and not problem
-
-    def trained_loss(trainable, params, s_value):
-        return objective(model.combine(trainable, params), s_value)
-
-    def init(params):
-        dtype = jax.tree.leaves(params)[0].dtype
-        return {
-            "s": jnp.asarray(s, dtype),
-            "learning_rate": jnp.asarray(learning_rate, dtype),
-            "opt_state": optimizer.init(model.trainable(params)),
-            "step": jnp.zeros((), jnp.int32),
-        }
-
-    if use_fused:  # the kernel's operands that do not change from step to step
-        from ntkhom.solvers import native
-
-        (first_scale, _), (out_scale, out_b_std) = model.layer_scales(d)
-        x_scaled = (first_scale / math.sqrt(d)) * x
-        out_factor = out_scale / math.sqrt(model.widths[0])
-
-    def fused_step(params, state):
-        targets = y[:, 0]
-        if "b" in params[1]:  # the frozen output bias shifts every prediction alike
-            targets = targets - out_b_std * params[1]["b"][0]
-        learning_rate = state["learning_rate"] / (n if reduction == "mean" else 1)
-        W = native.two_layer_gd_step(
-            x_scaled, targets, params[0]["W"], out_factor * params[1]["W"][:, 0], state["s"], learning_rate,
-            slopes=model.phi.slopes,
-        )
-        return (params[0] | {"W": W},) + tuple(params[1:]), {**state, "step": state["step"] + 1}
-
-    def step(params, state):
-        if use_fused:
-            return fused_step(params, state)
-        trainable = model.trainable(params)
-        grads = jax.grad(trained_loss)(trainable, params, state["s"])
-        updates, opt_state = optimizer.update(grads, state["opt_state"], trainable)
-        trainable = jax.tree.map(lambda p, u: p + state["learning_rate"] * u, trainable, updates)
-        return model.combine(trainable, params), {**state, "opt_state": opt_state, "step": state["step"] + 1}
-
-    def loss_value(params, state):
-        return objective(params, state["s"])
-
-    def metrics(params, state):
-        trainable = model.trainable(params)
-        grads = jax.grad(trained_loss)(trainable, params, state["s"])
-        out = {"s": state["s"], "grad_norm": optax.tree.norm(grads)}
-        if classification:
-            out["accuracy"] = accuracy(model.apply(params, x, state["s"]), y)
-        return out
-
-    return Solver(init=init, step=step, loss=loss_value, metrics=metrics, name=name)
+    if gradient not in GRADIENTS:
+        raise ValueError(f"unknown gradient {gradient!r}; choose one of {GRADIENTS}")
+    problem = ("it needs an ntkhom HomotopyMLP" if homotopy_model is None else
+               "it moves the model's default trained layers only" if trained is not None else
+               analytic_gradient_problem(homotopy_model, loss))
+    if gradient == "analytic" and problem:
+        raise ValueError(f"gradient='analytic' does not apply: {problem}")
+    gradient = "analytic" if gradient == "auto" and not problem else ("autodiff" if gradient == "auto" else gradient)
+    if isinstance(optimizer, str):
+        if learning_rate is None:
+            raise ValueError(f"optimizer {optimizer!r} needs a learning_rate")
+        learning_rate = check_learning_rate(learning_rate)
+        label = optimizer
+        optimizer = optimizer_by_name(optimizer, learning_rate)
+    elif isinstance(optimizer, optax.GradientTransformation):
+        if learning_rate is not None:
+            raise ValueError("learning_rate must be None with an optax optimizer: it carries its own (build it "
+                             "with optax.inject_hyperparams to vary it per run)")
+        label = "optax"
+    else:
+        raise TypeError(f"optimizer must be a name in {OPTIMIZERS} or an optax GradientTransformation, got "
+                        f"{type(optimizer).__name__}")
+    return GradientSolver(network=network, optimizer=optimizer, label=label, learning_rate=learning_rate, s=s,
+                          loss_name=loss, reduction=reduction, gradient=gradient,
+                          trained=_hashable_trained(trained))

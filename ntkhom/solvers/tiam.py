@@ -34,15 +34,17 @@ steps (Pock and Sabach 2016, :func:`ipalm`). The p's live in the state, so a vma
 Default p1 = p2 = 0.3, p3 = 0.2: the paper's values are unknown; ``ntkhom reproduce tiam`` measures others.
 
 The solver's ``params`` are the model's parameters (so the trained network is ``model.apply(params, x)``);
-the auxiliary z, a, the inertial history and the step sizes live in the state. ``loss`` is the network's
+the auxiliary z, a, the inertial history and the step sizes live in the state (:class:`TiamState`); the data
+``(x, y)`` come with every call. ``loss`` is the network's
 training loss R(f(X); Y) with the summed reduction.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable
-from typing import Any
+from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -50,9 +52,10 @@ import jax.numpy as jnp
 from ntkhom.data import check_inputs, check_targets
 from ntkhom.losses import cross_entropy, squared_loss
 from ntkhom.models import HomotopyMLP
-from ntkhom.solvers.base import Solver
+from ntkhom.solvers.base import Solver, default_key, dtype_of, is_concrete
 
-__all__ = ["TIAM_LOSSES", "tiam", "ipalm", "plain_am", "block_update", "plain_block_update", "tiam_model"]
+__all__ = ["TIAM_LOSSES", "TIAM", "TiamState", "tiam", "ipalm", "plain_am", "block_update", "plain_block_update",
+           "tiam_model"]
 
 TIAM_LOSSES = ("squared", "cross_entropy")
 #: Relative slack in the majorization test (float64 rounding of F near convergence).
@@ -183,93 +186,120 @@ def _reduce_loss(kind: str):
     return lambda pred, y: cross_entropy(pred, y, reduction="sum")
 
 
-def _make(model, x, y, *, loss, rho, mu, eps0, eps_decay, eps_min, p, inertial, name):
-    if loss not in TIAM_LOSSES:
-        raise ValueError(f"unknown loss {loss!r}; choose one of {TIAM_LOSSES}")
-    if not model.phi.positively_homogeneous:
-        raise ValueError(f"TIAM needs a piecewise-linear activation (ReLU family), got {model.phi.name}")
-    slope_neg, slope_pos = _slopes(model, model.s)
-    if not (slope_neg >= 0 and slope_pos > 0):
-        raise ValueError(
-            f"TIAM's constraint projection needs a monotone activation; sigma_s with s = {model.s:g} and "
-            f"phi = {model.phi.name} has slopes ({slope_neg:g}, {slope_pos:g}) (use 0 <= s <= 1)")
-    for label, value in (("rho", rho), ("eps0", eps0), ("eps_min", eps_min)):
-        if not (math.isfinite(value) and value > 0):
-            raise ValueError(f"{label} must be a positive finite number, got {value}")
-    if not (math.isfinite(mu) and mu >= 0):
-        raise ValueError(f"mu must be a finite number >= 0, got {mu}")
-    if not 0 < eps_decay <= 1:
-        raise ValueError(f"eps_decay must be in (0, 1], got {eps_decay}")
-    for label, value in zip(("p1", "p2", "p3"), p, strict=True):
-        if not (math.isfinite(value) and 0 <= value < 1):
-            raise ValueError(f"{label} must be in [0, 1), got {value}")
-    x = check_inputs(x, "x")
-    if x.shape[0] < 2:
-        raise ValueError(f"alternating minimization needs at least 2 samples, got n = {x.shape[0]}")
-    y = check_targets(y, x.shape[0], "y").astype(x.dtype)
-    if y.shape[1] != model.out_dim:
-        raise ValueError(f"targets have {y.shape[1]} columns but the model has out_dim = {model.out_dim}")
-    R = _reduce_loss(loss)
-    T = model.depth + 1
+class TiamState(NamedTuple):
+    """State of TIAM and plain AM: the common fields (``learning_rate`` is NaN: the block steps 1 / tau are
+    found by backtracking), then the auxiliary blocks z and a, the step sizes tau per block, eps, the last
+    iteration's largest majorization gap, and (inertial only, else None) the previous blocks and p."""
 
-    def forward(Ws, bs, s):
-        slope_neg, slope_pos = _slopes(model, s)
+    step: jax.Array
+    s: jax.Array
+    learning_rate: jax.Array
+    key: jax.Array
+    z: tuple
+    a: tuple
+    tau: dict
+    eps: jax.Array
+    majorization_gap: jax.Array
+    previous: dict | None
+    p: jax.Array | None
+
+
+@dataclasses.dataclass(frozen=True)
+class TIAM(Solver):
+    """TIAM, iPALM or plain AM on the layer-split problem (module docstring); build it with :func:`tiam`,
+    :func:`ipalm` or :func:`plain_am`."""
+
+    model: HomotopyMLP
+    loss_kind: str
+    rho: float
+    mu: float
+    eps0: float
+    eps_decay: float
+    eps_min: float
+    p: tuple[float, float, float]
+    inertial: bool
+    label: str
+
+    @property
+    def name(self) -> str:
+        return self.label
+
+    @property
+    def layers(self) -> int:
+        return self.model.depth + 1
+
+    def _data(self, batch):
+        if not isinstance(batch, tuple | list) or len(batch) != 2:
+            raise TypeError(f"batch must be a pair (x, y), got {type(batch).__name__}")
+        x, y = batch
+        if is_concrete(batch):
+            x = check_inputs(x, "x")
+            if x.shape[0] < 2:
+                raise ValueError(f"alternating minimization needs at least 2 samples, got n = {x.shape[0]}")
+            y = check_targets(y, x.shape[0], "y")
+        if jnp.ndim(y) != 2 or jnp.shape(y)[1] != self.model.out_dim:
+            raise ValueError(f"targets must be (n, out_dim = {self.model.out_dim}), got shape {jnp.shape(y)}")
+        return x, y.astype(x.dtype)
+
+    def _forward(self, Ws, bs, s, x):
+        slope_neg, slope_pos = _slopes(self.model, s)
         zs, acts = [], []
         h = x
-        for layer in range(T):
+        for layer in range(self.layers):
             z = h @ Ws[layer] + (bs[layer] if bs[layer] is not None else 0.0)
             zs.append(z)
-            if layer < T - 1:
+            if layer < self.layers - 1:
                 h = _activation(z, slope_neg, slope_pos)
                 acts.append(h)
         return zs, acts
 
-    def objective(Ws, bs, zs, acts):
+    def _objective(self, Ws, bs, zs, acts, x, y):
         """The penalty objective (constraints checked separately)."""
-        value = R(zs[-1], y)
-        for layer in range(T):
+        rho, mu = self.rho, self.mu
+        value = _reduce_loss(self.loss_kind)(zs[-1], y)
+        for layer in range(self.layers):
             inputs = x if layer == 0 else acts[layer - 1]
             bias = bs[layer] if bs[layer] is not None else 0.0
             value += 0.5 * rho * jnp.sum((zs[layer] - inputs @ Ws[layer] - bias) ** 2)
             value += 0.5 * mu * jnp.sum(Ws[layer] ** 2)
         return value
 
-    def init(params) -> dict[str, Any]:
+    def init(self, params, batch) -> TiamState:
+        x, _ = self._data(batch)
         if params[0]["W"].shape[0] != x.shape[1]:
             d = params[0]["W"].shape[0]
             raise ValueError(f"parameters expect d = {d} but x has {x.shape[1]} features")
-        dtype = x.dtype
-        Ws, bs = _effective(model, params)
-        zs, acts = forward(Ws, bs, model.s)
+        dtype = dtype_of(params)
+        Ws, bs = _effective(self.model, params)
+        zs, acts = self._forward(Ws, bs, self.model.s, x)
         blocks = {"W": tuple(Ws), "b": tuple(bs), "z": tuple(zs), "a": tuple(acts)}
-        state = {
-            "z": tuple(zs), "a": tuple(acts),
-            "tau": jax.tree.map(lambda u: jnp.ones((), dtype), blocks),
-            "s": jnp.asarray(model.s, dtype),
-            "eps": jnp.asarray(eps0, dtype),
-            "iteration": jnp.zeros((), jnp.int32),
-            "majorization_gap": jnp.asarray(-jnp.inf, dtype),
-        }
-        if inertial:
-            state["previous"] = blocks
-            state["p"] = jnp.asarray(p, dtype)
-        return state
+        return TiamState(
+            step=jnp.zeros((), jnp.int32), s=jnp.asarray(self.model.s, dtype),
+            learning_rate=jnp.asarray(jnp.nan, dtype), key=default_key(),
+            z=tuple(zs), a=tuple(acts), tau=jax.tree.map(lambda u: jnp.ones((), dtype), blocks),
+            eps=jnp.asarray(self.eps0, dtype), majorization_gap=jnp.asarray(-jnp.inf, dtype),
+            previous=blocks if self.inertial else None,
+            p=jnp.asarray(self.p, dtype) if self.inertial else None,
+        )
 
-    def step(params, state):
-        Ws, bs = _effective(model, params)
+    def step(self, params, state, batch):
+        x, y = self._data(batch)
+        rho, mu, T, inertial = self.rho, self.mu, self.layers, self.inertial
+        R = _reduce_loss(self.loss_kind)
+        Ws, bs = _effective(self.model, params)
         Ws, bs = list(Ws), list(bs)
-        zs, acts = list(state["z"]), list(state["a"])
-        eps = state["eps"]
-        slope_neg, slope_pos = _slopes(model, state["s"])
-        tau = {key: list(value) for key, value in state["tau"].items()}
-        previous = state.get("previous")
+        zs, acts = list(state.z), list(state.a)
+        eps = state.eps
+        slope_neg, slope_pos = _slopes(self.model, state.s)
+        tau = {key: list(value) for key, value in state.tau.items()}
+        previous = state.previous
         gaps = []
         new_previous = {"W": tuple(Ws), "b": tuple(bs), "z": tuple(zs), "a": tuple(acts)}
 
         def update(kind, layer, F, project, u):
             tau_start = 0.5 * tau[kind][layer]
             if inertial:
-                p1, p2, p3 = state["p"][0], state["p"][1], state["p"][2]
+                p1, p2, p3 = state.p[0], state.p[1], state.p[2]
                 u_next, _, tau_used, gap = block_update(F, project, u, previous[kind][layer], tau_start,
                                                         p1, p2, p3)
             else:
@@ -307,6 +337,7 @@ def _make(model, x, y, *, loss, rho, mu, eps0, eps_decay, eps_min, p, inertial, 
                     return 0.5 * rho * jnp.sum((zs[nxt] - a @ Ws[nxt] - bias_of(nxt)) ** 2)
 
                 f_z = _activation(zs[layer], slope_neg, slope_pos)
+
                 def box(a, f_z=f_z):
                     return jnp.clip(a, f_z - eps, f_z + eps)
 
@@ -317,42 +348,64 @@ def _make(model, x, y, *, loss, rho, mu, eps0, eps_decay, eps_min, p, inertial, 
 
                 zs[layer] = update("z", layer, output_z, _identity, zs[layer])
 
-        new_state = dict(
-            state,
+        new_state = state._replace(
+            step=state.step + 1,
             z=tuple(zs), a=tuple(acts),
             tau={key: tuple(value) for key, value in tau.items()},
-            eps=jnp.maximum(eps_min, eps * eps_decay),
-            iteration=state["iteration"] + 1,
+            eps=jnp.maximum(self.eps_min, eps * self.eps_decay),
             majorization_gap=jnp.max(jnp.stack(gaps)),
+            previous=new_previous if inertial else None,
         )
-        if inertial:
-            new_state["previous"] = new_previous
-        return _to_params(model, Ws, bs, params), new_state
+        return _to_params(self.model, Ws, bs, params), new_state
 
-    def network_loss(params, state):
-        return R(model.apply(params, x, state["s"]), y)
+    def loss(self, params, state, batch):
+        x, y = self._data(batch)
+        return _reduce_loss(self.loss_kind)(self.model.apply(params, x, state.s), y)
 
-    def metrics(params, state):
-        Ws, bs = _effective(model, params)
-        slope_neg, slope_pos = _slopes(model, state["s"])
+    def metrics(self, params, state, batch):
+        x, y = self._data(batch)
+        Ws, bs = _effective(self.model, params)
+        slope_neg, slope_pos = _slopes(self.model, state.s)
         violation = jnp.zeros((), x.dtype)
-        for z, a in zip(state["z"][:-1], state["a"], strict=True):
+        for z, a in zip(state.z[:-1], state.a, strict=True):
             violation = jnp.maximum(violation, jnp.max(jnp.abs(_activation(z, slope_neg, slope_pos) - a)))
         return {
-            "penalty_objective": objective(Ws, bs, state["z"], state["a"]),
-            "eps": state["eps"],
+            "penalty_objective": self._objective(Ws, bs, state.z, state.a, x, y),
+            "eps": state.eps,
             "constraint_violation": violation,
-            "majorization_gap": state["majorization_gap"],
+            "majorization_gap": state.majorization_gap,
         }
 
-    solver = Solver(init=init, step=step, loss=network_loss, metrics=metrics, name=name)
-    return solver
+
+def _make(model, *, loss, rho, mu, eps0, eps_decay, eps_min, p, inertial, name) -> TIAM:
+    if not isinstance(model, HomotopyMLP):
+        raise TypeError(f"model must be an ntkhom.models.HomotopyMLP, got {type(model).__name__}")
+    if loss not in TIAM_LOSSES:
+        raise ValueError(f"unknown loss {loss!r}; choose one of {TIAM_LOSSES}")
+    if not model.phi.positively_homogeneous:
+        raise ValueError(f"TIAM needs a piecewise-linear activation (ReLU family), got {model.phi.name}")
+    slope_neg, slope_pos = _slopes(model, model.s)
+    if not (slope_neg >= 0 and slope_pos > 0):
+        raise ValueError(
+            f"TIAM's constraint projection needs a monotone activation; sigma_s with s = {model.s:g} and "
+            f"phi = {model.phi.name} has slopes ({slope_neg:g}, {slope_pos:g}) (use 0 <= s <= 1)")
+    for label, value in (("rho", rho), ("eps0", eps0), ("eps_min", eps_min)):
+        if not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{label} must be a positive finite number, got {value}")
+    if not (math.isfinite(mu) and mu >= 0):
+        raise ValueError(f"mu must be a finite number >= 0, got {mu}")
+    if not 0 < eps_decay <= 1:
+        raise ValueError(f"eps_decay must be in (0, 1], got {eps_decay}")
+    for label, value in zip(("p1", "p2", "p3"), p, strict=True):
+        if not (math.isfinite(value) and 0 <= value < 1):
+            raise ValueError(f"{label} must be in [0, 1), got {value}")
+    return TIAM(model=model, loss_kind=loss, rho=float(rho), mu=float(mu), eps0=float(eps0),
+                eps_decay=float(eps_decay), eps_min=float(eps_min), p=tuple(float(v) for v in p),
+                inertial=inertial, label=name)
 
 
 def tiam(
     model: HomotopyMLP,
-    x,
-    y,
     *,
     loss: str = "squared",
     p1: float = 0.3,
@@ -368,23 +421,22 @@ def tiam(
 
     Args:
       model: a :class:`HomotopyMLP` with a monotone piecewise-linear activation (e.g. :func:`tiam_model`).
-      x: inputs (n, d), n >= 2; y: targets (n, k) (one-hot for ``loss="cross_entropy"``).
       loss: ``"squared"`` (1/2 sum ||f - y||^2) or ``"cross_entropy"`` (summed).
       p1, p2, p3: the three extrapolation weights in [0, 1) (base point, gradient point, after the update).
       rho, mu: coupling and weight-decay weights; eps0, eps_decay, eps_min: the eps schedule.
     """
-    return _make(model, x, y, loss=loss, rho=rho, mu=mu, eps0=eps0, eps_decay=eps_decay, eps_min=eps_min,
+    return _make(model, loss=loss, rho=rho, mu=mu, eps0=eps0, eps_decay=eps_decay, eps_min=eps_min,
                  p=(p1, p2, p3), inertial=True, name=f"tiam(p={p1:g},{p2:g},{p3:g})")
 
 
-def ipalm(model: HomotopyMLP, x, y, *, p1: float = 0.3, p2: float = 0.3, **kwargs) -> Solver:
+def ipalm(model: HomotopyMLP, *, p1: float = 0.3, p2: float = 0.3, **kwargs) -> TIAM:
     """TIAM without the third extrapolation (p3 = 0): iPALM's two inertial steps (Pock and Sabach 2016)."""
-    solver = tiam(model, x, y, p1=p1, p2=p2, p3=0.0, **kwargs)
-    return solver._replace(name=f"ipalm(p={p1:g},{p2:g})")
+    solver = tiam(model, p1=p1, p2=p2, p3=0.0, **kwargs)
+    return dataclasses.replace(solver, label=f"ipalm(p={p1:g},{p2:g})")
 
 
-def plain_am(model: HomotopyMLP, x, y, *, loss: str = "squared", rho: float = 1.0, mu: float = 1e-3,
+def plain_am(model: HomotopyMLP, *, loss: str = "squared", rho: float = 1.0, mu: float = 1e-3,
              eps0: float = 1e-3, eps_decay: float = 0.5, eps_min: float = 1e-3) -> Solver:
     """Alternating minimization without inertia (mDLAM-like), on the same problem and block order as TIAM."""
-    return _make(model, x, y, loss=loss, rho=rho, mu=mu, eps0=eps0, eps_decay=eps_decay, eps_min=eps_min,
+    return _make(model, loss=loss, rho=rho, mu=mu, eps0=eps0, eps_decay=eps_decay, eps_min=eps_min,
                  p=(0.0, 0.0, 0.0), inertial=False, name="plain-am")

@@ -1,49 +1,45 @@
-"""Spectra along the homotopy path s -> K(s): lambda_min from linear (s = 0) to ReLU (s = 1) to relaxation (s > 1).
+"""Certified smallest eigenvalues along a one-parameter family of symmetric matrices s -> A(s).
 
-Two-layer networks. The NTK is exactly K(s) = K0 + s K1 + s^2 K2 at any width and at infinite width
-(:class:`ntkhom.kernels.KernelPath`), so a path of kernels costs three matrices. :func:`lambda_min_path`
-then finds the smallest eigenvalue at every s of a sorted grid without a full eigendecomposition per s.
-The default, ``method="reduced"``, is a reduced-basis (Galerkin) sweep:
+Nothing here knows where the matrices come from. A *matrix path* is either
+
+- polynomial, A(s) = A0 + s A1 + s^2 A2: a sequence ``(A0, A1, A2)`` (or ``(A0, A1)``, ``(A0,)``) of (n, n)
+  symmetric matrices, or any object with attributes ``K0, K1, K2`` (such as :class:`ntkhom.kernels.KernelPath`,
+  the exact form of a two-layer homotopy NTK); or
+- any callable ``s -> (n, n)`` symmetric matrix, evaluated once per s.
+
+:func:`lambda_min_path` finds the smallest eigenvalue at every s of a sorted grid. On a polynomial path the
+default, ``method="reduced"``, is a reduced-basis (Galerkin) sweep that needs no full eigendecomposition per s:
 
 1. An orthonormal basis U (n x k, k << n) holds the lowest eigenvectors (and the top one) found at a few
-   *anchor* values of s. With K_i U and U^T K_i U stored, the projected path U^T K(s) U = A0 + s A1 + s^2 A2
-   is k x k at every s, and its lowest Ritz value theta is an upper bound on lambda_min(K(s)).
-2. The Ritz vector v = U y is checked against the full kernel at O(n k) cost: K(s) v = (K0 U + s K1 U +
-   s^2 K2 U) y, r = ||K(s) v - theta v||. Some eigenvalue lies within r of theta, and within r^2 / gap when
+   *anchor* values of s. With A_i U and U^T A_i U stored, the projected path U^T A(s) U = B0 + s B1 + s^2 B2
+   is k x k at every s, and its lowest Ritz value theta is an upper bound on lambda_min(A(s)).
+2. The Ritz vector v = U y is checked against the full matrix at O(n k) cost: A(s) v = (A0 U + s A1 U +
+   s^2 A2 U) y, r = ||A(s) v - theta v||. Some eigenvalue lies within r of theta, and within r^2 / gap when
    the next Ritz value is gap above (the usual quadratic error of Ritz values). theta is accepted when the
    smaller of the two is <= tol * theta.
-3. Where it is not, s becomes an anchor: K(s) is assembled and the certified shifted iteration below runs,
+3. Where it is not, s becomes an anchor: A(s) is assembled and the certified shifted iteration below runs,
    warm-started from the basis' Ritz vectors; its vectors enrich U. Every ``anchor_every`` points an anchor
    is forced even when the residual test passed, as a check that no eigenvector has been missed: if the
    anchor's certified lambda_min lies below the accepted reduced value, the points since the previous anchor
    are recomputed with the enriched basis.
 
-The anchor step (also ``method="subspace"`` at every s):
+The anchor step (also ``method="subspace"`` at every s, on any path):
 
-1. K(s) is assembled in float64 (Horner: (s K2 + K1) s + K0).
+1. A(s) is assembled in float64 (Horner: (s A2 + A1) s + A0), or evaluated.
 2. A shift sigma is put just below the expected lambda_min (the lowest Ritz value of the warm start, an upper
    bound, or the extrapolation of the last values, less a margin that adapts to the prediction error) and
-   K(s) - sigma I is Cholesky-factored. Success proves lambda_min > sigma; failure widens the margin, down to
-   sigma = 0, where failure means K(s) is not positive definite to working precision and that s falls back
+   A(s) - sigma I is Cholesky-factored. Success proves lambda_min > sigma; failure widens the margin, down to
+   sigma = 0, where failure means A(s) is not positive definite to working precision and that s falls back
    to ``eigh``.
-3. Block inverse iteration (K(s) - sigma I)^{-1} V with Rayleigh-Ritz on K(s) after every step. Because
+3. Block inverse iteration (A(s) - sigma I)^{-1} V with Rayleigh-Ritz on A(s) after every step. Because
    lambda_1 - sigma is small against lambda_{p+1} - sigma, one or two steps converge even when the bottom of
    the spectrum is a tight cluster.
 4. The lowest Ritz value theta is accepted by the same error test as above and reported with the bracket
    sigma < lambda_min <= theta; otherwise the s falls back to a float64 ``eigh``.
 
 Every value carries the numerical floor n * eps * lambda_max (:func:`ntkhom.spectrum.numerical_floor`) of the
-kernel's dtype; a value at or below it is flagged unresolved (it is then only an upper bound). Eigenvalues are
-always float64 (NumPy/SciPy), whatever JAX's x64 flag.
-
-Deep networks have no polynomial shortcut (finite width: higher degree; infinite width: not polynomial), so
-:func:`kernel_lambda_min_path` recomputes the kernel at each s (neural-tangents) and takes its full spectrum.
-
-:func:`homotopy_spectra` runs the analysis for infinite width and several finite widths and seeds and yields
-one :class:`PathResult` per finished (width, seed), so an interrupted sweep keeps what finished.
-
-Reference: HRTA (homotopy activation sigma_s(x) = (1 - s) x + s ReLU(x)); Du, Zhai, Poczos, Singh (ICLR 2019)
-for lambda_min(H) as the convergence rate of gradient descent.
+matrices' dtype; a value at or below it is flagged unresolved (it is then only an upper bound). Eigenvalues
+are always float64 (NumPy/SciPy), whatever JAX's x64 flag.
 """
 
 from __future__ import annotations
@@ -51,42 +47,26 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable
 
 import numpy as np
 import scipy.linalg
 import scipy.sparse.linalg
 
-from ntkhom.kernels import (
-    KernelPath,
-    empirical_kernel_path,
-    empirical_ntk,
-    infinite_kernel_path,
-    infinite_ntk,
-)
-from ntkhom.models import HomotopyMLP
 from ntkhom.spectrum import Spectrum, check_kernel, numerical_floor, spectrum
 
 __all__ = [
     "PathPoint",
     "LambdaMinPath",
-    "PathResult",
+    "METHODS",
     "check_s_grid",
-    "check_widths",
     "lambda_min_path",
     "spectrum_path",
-    "kernel_lambda_min_path",
-    "homotopy_spectra",
-    "summarize_widths",
-    "METHODS",
-    "INFINITE",
 ]
 
-#: Methods of :func:`lambda_min_path`: reduced-basis sweep with certified anchors (default), the certified
-#: warm-started subspace iteration at every s, or a full eigh at every s (the reference).
+#: Methods of :func:`lambda_min_path`: reduced-basis sweep with certified anchors (polynomial paths), the
+#: certified warm-started subspace iteration at every s, or a full eigh at every s (the reference).
 METHODS = ("reduced", "subspace", "eigh")
-#: The width label of the infinite-width kernel in results.
-INFINITE = "inf"
 #: Up to this size BLAS runs single-threaded here: the per-s work is many small products, where threads
 #: cost more in synchronisation than they give (badly so on a loaded machine).
 SINGLE_THREAD_MAX_N = 1024
@@ -105,9 +85,10 @@ def _blas_threads(n: int, threads):
     return threadpool_limits(limits=int(threads), user_api="blas")
 
 
+
 # -- validation -------------------------------------------------------------------------------------------
 def check_s_grid(s_grid) -> np.ndarray:
-    """A 1-D, non-empty, finite, strictly increasing float64 grid of homotopy parameters, or ValueError."""
+    """A 1-D, non-empty, finite, strictly increasing float64 grid of path parameters s, or ValueError."""
     grid = np.asarray(s_grid, dtype=np.float64)
     if grid.ndim == 0:
         grid = grid[None]
@@ -121,25 +102,17 @@ def check_s_grid(s_grid) -> np.ndarray:
     return grid
 
 
-def check_widths(widths) -> tuple[int, ...]:
-    """Finite widths as positive integers (may be empty only if infinite width is also asked for)."""
-    widths = tuple(widths)
-    for width in widths:
-        if isinstance(width, bool) or int(width) != width or int(width) <= 0:
-            raise ValueError(f"every width must be a positive integer, got widths = {list(widths)}")
-    return tuple(int(w) for w in widths)
-
 
 # -- results ----------------------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class PathPoint:
-    """lambda_min and lambda_max of K(s) at one s, with the floor and how lambda_min was obtained.
+    """lambda_min and lambda_max of A(s) at one s, with the floor and how lambda_min was obtained.
 
     ``lambda_min`` is the computed value (float64); when it is at or below ``floor`` it is only an upper bound
-    and ``resolved`` is False. ``residual`` is ||K v - lambda_min v|| for the unit eigenvector v found.
+    and ``resolved`` is False. ``residual`` is ||A(s) v - lambda_min v|| for the unit eigenvector v found.
     ``method`` is ``"reduced"`` (Ritz value of the reduced basis, checked by its residual against the full
-    kernel), ``"subspace"`` (certified iteration on the full kernel) or ``"eigh"`` (full float64
-    eigendecomposition). ``lower_bound``: for ``"subspace"``, the shift sigma at which K(s) - sigma I had a
+    matrix), ``"subspace"`` (certified iteration on the full matrix) or ``"eigh"`` (full float64
+    eigendecomposition). ``lower_bound``: for ``"subspace"``, the shift sigma at which A(s) - sigma I had a
     Cholesky factor, so sigma < lambda_min <= ``lambda_min`` holds whatever the iteration found (up to
     rounding at the floor scale); NaN for ``"reduced"`` and ``"eigh"``.
     """
@@ -216,27 +189,7 @@ class LambdaMinPath:
         return values / ref.lambda_min if ref.resolved else np.full(len(self.points), np.nan)
 
 
-@dataclasses.dataclass(frozen=True)
-class PathResult:
-    """The lambda_min path of one network: ``width`` is an int or :data:`INFINITE`; ``seed`` None at infinity."""
-
-    width: int | str
-    seed: int | None
-    path: LambdaMinPath
-    depth: int
-    spectra: dict[float, Spectrum] = dataclasses.field(default_factory=dict)
-
-    def rows(self) -> list[dict]:
-        return [{"width": self.width, "seed": self.seed, "depth": self.depth, **p.row()} for p in self.path.points]
-
-
-# -- the fast two-layer path ------------------------------------------------------------------------------
-def _coefficients(kernel_path: KernelPath) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """K0, K1, K2 as checked (finite, square, symmetric) float64 NumPy copies."""
-    return tuple(check_kernel(k, name) for name, k in zip(("K0", "K1", "K2"),
-                                                          (kernel_path.K0, kernel_path.K1, kernel_path.K2)))
-
-
+# -- the numerical core -------------------------------------------------------------------------------------
 def _assemble(path: tuple[np.ndarray, np.ndarray, np.ndarray], s: float, out: np.ndarray) -> np.ndarray:
     """K(s) = (s K2 + K1) s + K0 into ``out`` (Horner: one buffer, no temporaries)."""
     K0, K1, K2 = path
@@ -248,7 +201,7 @@ def _assemble(path: tuple[np.ndarray, np.ndarray, np.ndarray], s: float, out: np
 
 
 def _top_eigenvalue(K: np.ndarray, v0: np.ndarray | None) -> tuple[float, np.ndarray]:
-    """lambda_max by Lanczos (ARPACK), warm-started; the NTK's top eigenvalue is well separated."""
+    """lambda_max by Lanczos (ARPACK), warm-started from the previous top eigenvector."""
     n = K.shape[0]
     if n <= 16:
         w, V = np.linalg.eigh(K)
@@ -511,11 +464,52 @@ def _reduced_sweep(coefficients, grid, *, block, tol, max_iter, floor_dtype, anc
     return done + pending
 
 
+
+
+# -- entry points ------------------------------------------------------------------------------------------
+def _matrix_path(matrix_path, dtype):
+    """(coefficients, floor dtype) of a polynomial path, or (None, dtype) for a callable one.
+
+    Coefficients are checked (finite, square, symmetric, equal shapes) float64 NumPy copies (A0, A1, A2),
+    missing ones zero."""
+    if callable(matrix_path):
+        return None, None if dtype is None else np.dtype(dtype)
+    if all(hasattr(matrix_path, name) for name in ("K0", "K1", "K2")):
+        matrices = (matrix_path.K0, matrix_path.K1, matrix_path.K2)
+    elif isinstance(matrix_path, list | tuple | np.ndarray) and 1 <= len(matrix_path) <= 3 \
+            and all(np.ndim(a) == 2 for a in matrix_path):
+        matrices = tuple(matrix_path)
+    else:
+        raise TypeError("matrix_path must be a sequence (A0, A1, A2) of 1 to 3 square matrices, an object with "
+                        f"attributes K0, K1, K2, or a callable s -> matrix; got {type(matrix_path).__name__}")
+    coefficients = [check_kernel(a, f"A{i}") for i, a in enumerate(matrices)]
+    shape = coefficients[0].shape
+    for i, a in enumerate(coefficients):
+        if a.shape != shape:
+            raise ValueError(f"A{i} has shape {a.shape} but A0 has shape {shape}")
+    coefficients += [np.zeros(shape)] * (3 - len(coefficients))
+    if dtype is None:
+        dtypes = [np.dtype(str(getattr(a, "dtype", "float64"))) for a in matrices]
+        dtype = np.result_type(*[d if np.issubdtype(d, np.floating) else np.float64 for d in dtypes])
+    return tuple(coefficients), np.dtype(dtype)
+
+
+def _evaluator(function, dtype):
+    """s -> (A(s) as a checked float64 array, the dtype that sets its floor) for a callable path."""
+
+    def at(s: float):
+        matrix = function(s)
+        floor_dtype = dtype if dtype is not None else np.dtype(getattr(matrix, "dtype", np.float64))
+        return check_kernel(matrix, f"A({s:g})"), floor_dtype
+
+    return at
+
+
 def lambda_min_path(
-    kernel_path: KernelPath,
+    matrix_path,
     s_grid,
     *,
-    method: str = "reduced",
+    method: str | None = None,
     block: int = 16,
     tol: float = 1e-8,
     max_iter: int = 30,
@@ -524,45 +518,62 @@ def lambda_min_path(
     on_point: Callable[[PathPoint], None] | None = None,
     blas_threads: int | str | None = "auto",
 ) -> LambdaMinPath:
-    """lambda_min(K(s)) for every s of a sorted grid, K(s) = K0 + s K1 + s^2 K2, in float64.
+    """lambda_min(A(s)) for every s of a sorted grid, in float64, each value certified or flagged.
 
     Args:
-      kernel_path: the three (n, n) coefficient matrices (:func:`ntkhom.kernels.empirical_kernel_path` or
-        :func:`ntkhom.kernels.infinite_kernel_path`); converted once to float64 NumPy.
+      matrix_path: A(s) = A0 + s A1 + s^2 A2 as a sequence ``(A0, A1, A2)`` of (n, n) symmetric matrices (fewer
+        coefficients: the rest are zero) or an object with attributes ``K0, K1, K2``, converted once to
+        float64 NumPy; or a callable ``s -> (n, n)`` symmetric matrix (JAX or NumPy), called once per s.
       s_grid: strictly increasing finite values of s, shape (k,).
-      method: ``"reduced"`` (reduced-basis sweep with certified anchors), ``"subspace"`` (warm-started
-        certified block inverse iteration at every s, eigh fallback; see the module docstring) or ``"eigh"``
-        (a full float64 eigendecomposition at every s: the reference).
+      method: ``"reduced"`` (reduced-basis sweep with certified anchors; polynomial paths only), ``"subspace"``
+        (warm-started certified block inverse iteration at every s, eigh fallback; see the module docstring)
+        or ``"eigh"`` (a full float64 eigendecomposition at every s: the reference). None: ``"reduced"`` for a
+        polynomial path, ``"eigh"`` for a callable.
       block: number of Ritz vectors carried from one s to the next (p), or added to the reduced basis at
         each anchor; larger is more robust to eigenvalue crossings.
-      tol: accept theta when its error bound min(r, r^2 / gap) (r = ||K v - theta v||) is <= tol * theta,
+      tol: accept theta when its error bound min(r, r^2 / gap) (r = ||A v - theta v||) is <= tol * theta,
         i.e. theta is within about tol relative of an eigenvalue.
       max_iter: subspace iterations per s before falling back to eigh.
       anchor_every: ``"reduced"`` only: force a certified anchor after this many reduced points.
-      dtype: the precision the kernel was computed in, for the floor (default: the kernel path's dtype).
+      dtype: the precision the matrices were computed in, for the floor (default: their own dtype).
       on_point: called with each finished :class:`PathPoint` (for streaming results to disk).
       blas_threads: BLAS threads during the sweep: ``"auto"`` (1 for n <= 1024), an int, or None (no limit).
 
     Returns:
       :class:`LambdaMinPath` with per-s lambda_min, lambda_max, floor, residual and method.
     """
+    coefficients, floor_dtype = _matrix_path(matrix_path, dtype)
+    if method is None:
+        method = "eigh" if coefficients is None else "reduced"
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {METHODS}")
+    if method == "reduced" and coefficients is None:
+        raise ValueError("method='reduced' needs the coefficients (A0, A1, A2) of a polynomial path; "
+                         "for a callable path use 'subspace' or 'eigh'")
     if int(block) != block or block < 1:
         raise ValueError(f"block must be a positive integer, got {block}")
     if not (tol > 0 and math.isfinite(tol)):
         raise ValueError(f"tol must be positive and finite, got {tol}")
     grid = check_s_grid(s_grid)
-    floor_dtype = np.dtype(dtype) if dtype is not None else np.dtype(str(kernel_path.dtype))
-    coefficients = _coefficients(kernel_path)
     if int(anchor_every) != anchor_every or anchor_every < 1:
         raise ValueError(f"anchor_every must be a positive integer, got {anchor_every}")
-    n = coefficients[0].shape[0]
-    block = min(int(block), n)
 
     def emit(point):
         if on_point is not None:
             on_point(point)
+
+    if coefficients is None:
+        at = _evaluator(matrix_path, floor_dtype)
+        first = at(float(grid[0]))  # evaluated once: it also tells n
+        n = first[0].shape[0]
+    else:
+        n = coefficients[0].shape[0]
+        first = None
+        buffer = np.empty((n, n))
+
+        def at(s: float):
+            return _assemble(coefficients, s, buffer), floor_dtype
+    block = min(int(block), n)
 
     # Small matrices: eigh is as fast as anything and needs no warm start.
     if method == "eigh" or n < 4 * block:
@@ -572,22 +583,22 @@ def lambda_min_path(
             points = _reduced_sweep(coefficients, grid, block=block, tol=tol, max_iter=max_iter,
                                     floor_dtype=floor_dtype, anchor_every=int(anchor_every), emit=emit)
             return LambdaMinPath(tuple(points))
-        K = np.empty((n, n))
         work = np.empty((n, n), order="F")
         V = top = None
         margin, predicted = 0.05, None
         points = []
         for s in grid:
-            _assemble(coefficients, float(s), K)
+            K, s_dtype = first if first is not None else at(float(s))
+            first = None
             point = None
             if method == "subspace" and V is not None:
                 predicted = _predict(points, float(s))
-                point, V_new, top_new, _ = _subspace_point(K, s, V, top, tol, max_iter, floor_dtype, work,
+                point, V_new, top_new, _ = _subspace_point(K, s, V, top, tol, max_iter, s_dtype, work,
                                                            predicted, margin)
                 if point is not None:
                     V, top = V_new, top_new
             if point is None:
-                point, V, top = _eigh_point(K, s, block, floor_dtype)
+                point, V, top = _eigh_point(K, s, block, s_dtype)
             if method == "subspace" and predicted is not None and point.resolved:
                 # Next shift margin: a few times this step's prediction error, within [1e-4, 0.5].
                 margin = float(np.clip(4.0 * abs(point.lambda_min - predicted) / point.lambda_min, 1e-4, 0.5))
@@ -596,159 +607,14 @@ def lambda_min_path(
     return LambdaMinPath(tuple(points))
 
 
-def spectrum_path(kernel_path: KernelPath, s_grid, *, dtype=None) -> list[Spectrum]:
-    """The full float64 spectrum (:func:`ntkhom.spectrum.spectrum`) of K(s) at every s of the grid."""
+def spectrum_path(matrix_path, s_grid, *, dtype=None) -> list[Spectrum]:
+    """The full float64 spectrum (:func:`ntkhom.spectrum.spectrum`) of A(s) at every s of the grid.
+
+    ``matrix_path`` and ``dtype`` as in :func:`lambda_min_path`."""
     grid = check_s_grid(s_grid)
-    floor_dtype = dtype if dtype is not None else str(kernel_path.dtype)
-    coefficients = _coefficients(kernel_path)
+    coefficients, floor_dtype = _matrix_path(matrix_path, dtype)
+    if coefficients is None:
+        return [spectrum(matrix_path(float(s)), dtype=floor_dtype) for s in grid]
     K = np.empty_like(coefficients[0])
     with _blas_threads(K.shape[0], "auto"):
         return [spectrum(_assemble(coefficients, float(s), K).copy(), dtype=floor_dtype) for s in grid]
-
-
-# -- any network: kernel recomputed per s ----------------------------------------------------------------
-def kernel_lambda_min_path(
-    kernel_at: Callable[[float], object],
-    s_grid,
-    *,
-    dtype=None,
-    on_point: Callable[[PathPoint], None] | None = None,
-    keep_spectra_at: Sequence[float] = (),
-) -> tuple[LambdaMinPath, dict[float, Spectrum]]:
-    """lambda_min path when K(s) has no polynomial structure (deep networks): ``kernel_at(s)`` -> (n, n).
-
-    Each kernel gets a full float64 spectrum (:func:`ntkhom.spectrum.spectrum`); spectra at the s values in
-    ``keep_spectra_at`` are returned as well (for eigenvalue densities).
-    """
-    grid = check_s_grid(s_grid)
-    keep = {float(s) for s in keep_spectra_at}
-    points, kept = [], {}
-    for s in grid:
-        K = kernel_at(float(s))
-        floor_dtype = dtype if dtype is not None else getattr(K, "dtype", np.float64)
-        kernel = check_kernel(K)
-        w, V = np.linalg.eigh(kernel)
-        floor = numerical_floor(max(abs(w[-1]), abs(w[0])), w.size, floor_dtype)
-        residual = float(np.linalg.norm(kernel @ V[:, 0] - w[0] * V[:, 0]))
-        point = PathPoint(float(s), float(w[0]), float(w[-1]), floor, residual, "eigh", 0)
-        spec = Spectrum(w, floor, np.dtype(floor_dtype).name)
-        points.append(point)
-        if float(s) in keep:
-            kept[float(s)] = spec
-        if on_point is not None:
-            on_point(point)
-    return LambdaMinPath(tuple(points)), kept
-
-
-# -- sweeps over widths and seeds -------------------------------------------------------------------------
-def _with_width(model: HomotopyMLP, width: int) -> HomotopyMLP:
-    return dataclasses.replace(model, widths=(int(width),) * model.depth)
-
-
-def _seed_key(key, width: int, seed: int):
-    import jax
-
-    return jax.random.fold_in(jax.random.fold_in(key, int(width)), int(seed))
-
-
-def homotopy_spectra(
-    model: HomotopyMLP,
-    x,
-    s_grid,
-    widths: Sequence[int],
-    seeds: int,
-    key,
-    *,
-    infinite: bool = True,
-    densities_at: Sequence[float] = (),
-    method: str = "reduced",
-    on_point: Callable[[int | str, int | None, PathPoint], None] | None = None,
-) -> Iterator[PathResult]:
-    """lambda_min(s) along the homotopy path at infinite width and at each finite width for ``seeds`` seeds.
-
-    Args:
-      model: the network template (depth, phi, biases, ``trained``); its widths are replaced by
-        (w,) * depth for each w in ``widths``. Depth 1 uses the exact three-matrix path and
-        :func:`lambda_min_path`; deeper networks recompute the kernel per s through neural-tangents
-        (:func:`ntkhom.kernels.infinite_ntk` / :func:`ntkhom.kernels.empirical_ntk`).
-      x: inputs, shape (n, d).
-      s_grid: strictly increasing s values, shape (k,).
-      widths: finite hidden widths (positive integers); may be empty when ``infinite`` is True.
-      seeds: number of random initializations per finite width (parameters from
-        ``fold_in(fold_in(key, width), seed)``).
-      key: a JAX PRNG key.
-      densities_at: s values (on the grid) at which the full spectrum is kept for density plots.
-      on_point: ``on_point(width, seed, point)`` after every finished s (for streaming rows to disk).
-
-    Yields:
-      one :class:`PathResult` per finished (width, seed), infinite width first.
-    """
-    grid = check_s_grid(s_grid)
-    widths = check_widths(widths)
-    if int(seeds) != seeds or seeds < 1:
-        raise ValueError(f"seeds must be a positive integer, got {seeds}")
-    if not widths and not infinite:
-        raise ValueError("nothing to compute: widths is empty and infinite width is off")
-    missing = [s for s in densities_at if not np.any(np.isclose(grid, float(s), rtol=0, atol=1e-12))]
-    if missing:
-        raise ValueError(f"densities_at values {missing} are not on the s grid")
-    densities_at = [float(grid[np.argmin(np.abs(grid - float(s)))]) for s in densities_at]
-    import jax.numpy as jnp
-
-    x = jnp.asarray(x)
-    jobs: list[tuple[int | str, int | None]] = [(INFINITE, None)] if infinite else []
-    jobs += [(w, seed) for w in widths for seed in range(int(seeds))]
-    for width, seed in jobs:
-        def report(point, width=width, seed=seed):
-            if on_point is not None:
-                on_point(width, seed, point)
-
-        if width == INFINITE:
-            net = model
-            kernel_fn = None
-        else:
-            net = _with_width(model, width)
-            params = net.init(_seed_key(key, width, seed), x.shape[1])
-        if model.depth == 1:
-            if width == INFINITE:
-                kpath = infinite_kernel_path(net, x)
-            else:
-                kpath = empirical_kernel_path(net, params, x)
-            path = lambda_min_path(kpath, grid, method=method, on_point=report)
-            spectra = dict(zip(densities_at, spectrum_path(kpath, densities_at))) if densities_at else {}
-        else:
-            if width == INFINITE:
-                def kernel_fn(s, net=net):
-                    return infinite_ntk(net, x, s=s)
-            else:
-                def kernel_fn(s, net=net, params=params):
-                    return empirical_ntk(net, params, x, s=s)
-            path, spectra = kernel_lambda_min_path(kernel_fn, grid, on_point=report, keep_spectra_at=densities_at)
-        yield PathResult(width, seed, path, model.depth, spectra)
-
-
-def summarize_widths(results: Sequence[PathResult]) -> list[dict]:
-    """Per (width, s): mean and standard deviation over seeds of the resolved lambda_min, and the number of
-    seeds whose value was resolved; the infinite-width value beside each row when it is present."""
-    infinite = {p.s: p for r in results if r.width == INFINITE for p in r.path.points}
-    by_width: dict = {}
-    for r in results:
-        for p in r.path.points:
-            by_width.setdefault((r.width, p.s), []).append(p)
-    rows = []
-    for (width, s), points in by_width.items():
-        values = np.array([p.lambda_min for p in points if p.resolved])
-        row = {
-            "width": width,
-            "s": s,
-            "seeds": len(points),
-            "resolved": int(values.size),
-            "lambda_min_mean": float(values.mean()) if values.size else None,
-            "lambda_min_std": float(values.std(ddof=1)) if values.size > 1 else (0.0 if values.size else None),
-            "floor": float(max(p.floor for p in points)),
-        }
-        ref = infinite.get(s)
-        if ref is not None and ref.resolved and width != INFINITE and values.size:
-            row["relative_gap_to_infinite"] = float(abs(values.mean() - ref.lambda_min) / ref.lambda_min)
-        rows.append(row)
-    return rows
