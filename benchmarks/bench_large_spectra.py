@@ -42,6 +42,9 @@ TARGET_TOLERANCE = 1e-6
 #: LOBPCG block beyond the one vector wanted: a (b) product costs about the same for 1 or 16 columns (the
 #: kernel entries dominate), so (b) carries a wide block; an (a) product costs in proportion to its columns.
 GUARD = {"a": 7, "b": 15}
+#: Dense float64 eigvalsh measured on the 2-core machine at n = 6000 (12.4 s); scaled by n^3 where dense is
+#: not run. Its memory is at least the matrix and LAPACK's copy, 2 n^2 8 bytes.
+DENSE_REFERENCE = (6000, 12.4)
 #: Dense eigvalsh runs where the matrix and LAPACK's workspace fit comfortably (float64, ~3 copies of K).
 DENSE_AUTO_MAX_N = 8000
 
@@ -182,6 +185,12 @@ def _report(case: str, n: int, result: dict, dense: dict | None, rate: float, to
                   f"{abs(dense['lambda_max'] - result['lambda_max']) / abs(dense['lambda_max']):.1e})")
             print(f"  ratio dense / matrix-free: time {dense_total / result['total_s']:.2f}x, "
                   f"memory {dense['peak_bytes'] / result['peak_bytes']:.2f}x")
+    if dense is None:
+        size, seconds = DENSE_REFERENCE
+        estimate_s, estimate_bytes = seconds * (n / size) ** 3, 2 * n * n * 8
+        print(f"  dense eigvalsh not run; estimated {format_seconds(estimate_s)} and >= {format_bytes(estimate_bytes)} "
+              f"(from {seconds} s at n = {size}): ratio time {estimate_s / result['total_s']:.2f}x, memory "
+              f"{estimate_bytes / result['peak_bytes']:.2f}x")
     # Targets and, where missed, why.
     misses = []
     if max(lmax_rel, lmin_rel) > TARGET_TOLERANCE:
