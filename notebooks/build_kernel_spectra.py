@@ -52,7 +52,7 @@ cells = [
         "    spread = values.std(axis=0) if len(values) > 1 else None\n"
         "    curves[plots.curve_label(width)] = (values.mean(axis=0), spread)\n"
         "floor = np.max([r.path.floor for r in results], axis=0)\n"
-        "plots.lambda_min_plot(grid, curves, floor)"),
+        "plots.lambda_min_plot(grid, curves, floor)  # a Figure as the cell's value is displayed"),
     new_code_cell(
         "from ntkhom.report import markdown_table\n\n"
         "rows = [r for r in sweeps.summarize_widths(results) if r['s'] == 1.0]\n"
@@ -67,8 +67,15 @@ cells = [
         "markdown): `ntkhom spectrum --dataset wine --widths 256 1024 --seeds 3`, or `ntkhom report`."),
 ]
 
-notebook = new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                                              "language": "python"}})
-target = Path(__file__).resolve().parent / "kernel_spectra.ipynb"
-nbformat.write(notebook, target)
-print(f"wrote {target}")
+def build():
+    """The notebook (cells without outputs; fixed cell ids, so rebuilding changes nothing)."""
+    for i, cell in enumerate(cells):
+        cell["id"] = f"cell-{i:02d}"
+    return new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                               "language": "python"}})
+
+
+if __name__ == "__main__":
+    target = Path(__file__).resolve().parent / "kernel_spectra.ipynb"
+    nbformat.write(build(), target)
+    print(f"wrote {target}")

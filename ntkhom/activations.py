@@ -7,9 +7,9 @@ is a quadratic polynomial in s (see :mod:`ntkhom.kernels`).
 
 A base activation ``phi`` is a :class:`Phi`. The ReLU family (ReLU, leaky ReLU, |x|) is positively
 homogeneous and piecewise linear, phi(x) = a min(x, 0) + b max(x, 0), so sigma_s is again of that form and
-its infinite-width kernel is exact (neural-tangents' ``ABRelu``). erf has a closed-form kernel too; tanh and
-GELU get a controlled quadrature. The neural-tangents layer of sigma_s is :func:`ntkhom.stax.Homotopy`; this
-module does not import neural-tangents.
+its infinite-width kernel is exact (neural-tangents' ``ABRelu``). erf and GELU have closed-form kernels too;
+tanh gets a controlled quadrature (:mod:`ntkhom.dual`). The neural-tangents layer of sigma_s is
+:func:`ntkhom.stax.Homotopy`; this module does not import neural-tangents.
 """
 
 from __future__ import annotations

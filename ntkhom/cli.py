@@ -1,15 +1,26 @@
 """``ntkhom`` command line: one subcommand per experiment module in :mod:`ntkhom.experiments`.
 
-Each experiment module defines ``DESCRIPTION``, ``add_arguments(parser)`` and ``run(args) -> Path`` (the run
-folder it wrote). Every command runs in float64 (JAX's x64 mode) and writes to ``--out``.
+An experiment module defines ``DESCRIPTION``, ``add_arguments(parser)``, ``settings(args) -> dict`` (the
+validated settings, compared by ``--resume``), ``compute(settings, folder, quiet=...)`` (stores its work in
+the :class:`ntkhom.report.RunFolder` as it finishes) and ``finalize(settings, folder) -> str`` (figures and
+the markdown summary, from what the folder holds). :func:`ntkhom.report.execute` runs the two, so an
+interrupted command (Ctrl-C, SIGTERM) still writes its figures and a summary marked partial. Every command
+runs in float64 (JAX's x64 mode).
+
+Exit status: 0 finished, 1 failed, 2 bad arguments (one line on stderr, as argparse), 130 interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import importlib.util
+import re
+import shlex
+import signal
 import sys
+import warnings
 from pathlib import Path
 
 COMMANDS = {
@@ -25,41 +36,134 @@ REPRODUCE = {
 }
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with one-line errors (no usage block): ``ntkhom train: error: argument --steps: ...``."""
+
+    def error(self, message):
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+class _Formatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Descriptions as written; each option's default once, unless it is None (the help then says what
+    happens) or a flag."""
+
+    def _get_help_string(self, action):
+        help_text = action.help or ""
+        default = action.default
+        if default is None or default is False or default is argparse.SUPPRESS or "default" in help_text:
+            return help_text
+        if isinstance(default, list | tuple):
+            shown = " ".join(str(v) for v in default) if default else "none"
+            return f"{help_text} (default: {shown})".replace("%", "%%")
+        return super()._get_help_string(action)
+
+
+def first_sentence(text: str) -> str:
+    """The first sentence of ``text`` on one line (for the list of commands)."""
+    flat = " ".join(text.split())
+    match = re.search(r"(?<=[.:])\s(?=[A-Z0-9(])", flat)
+    return (flat[: match.start()] if match else flat).rstrip(":")
+
+
 def _add(subparsers, name: str, module_name: str) -> None:
     if importlib.util.find_spec(module_name) is None:  # an experiment not built in this checkout
         return
     module = importlib.import_module(module_name)
-    parser = subparsers.add_parser(name, help=module.DESCRIPTION.splitlines()[0], description=module.DESCRIPTION,
-                                   formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    parser = subparsers.add_parser(name, help=first_sentence(module.DESCRIPTION), description=module.DESCRIPTION,
+                                   formatter_class=_Formatter)
     parser.add_argument("--out", type=Path, default=Path("runs") / name, help="run folder to write")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    reuse = parser.add_mutually_exclusive_group()
+    reuse.add_argument("--overwrite", action="store_true", help="clear --out if it is not empty")
+    reuse.add_argument("--resume", action="store_true",
+                       help="keep the finished work in --out (same settings only) and compute the rest")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars, no summary on stdout")
     module.add_arguments(parser)
-    parser.set_defaults(_run=module.run)
+    parser.set_defaults(_module=module, _name=name)
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ntkhom", description="NTK spectra and solvers for homotopy networks.")
+    from ntkhom import __version__
+
+    parser = _Parser(prog="ntkhom", description="NTK spectra and solvers for homotopy networks.")
+    parser.add_argument("--version", action="version", version=f"ntkhom {__version__}")
     subparsers = parser.add_subparsers(dest="command", required=True)
     for name, module_name in COMMANDS.items():
         _add(subparsers, name, module_name)
-    reproduce = subparsers.add_parser("reproduce", help="reproduce a paper's claims as a table of verdicts")
+    reproduce = subparsers.add_parser("reproduce", help="Reproduce a paper's claims as a table of verdicts.",
+                                      description="Reproduce a paper's claims as a table of verdicts.")
     reproduce_sub = reproduce.add_subparsers(dest="experiment", required=True)
     for name, module_name in REPRODUCE.items():
         _add(reproduce_sub, name, module_name)
     return parser
 
 
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def _show_warning(message, category, filename, lineno, file=None, line=None):
+    print(f"ntkhom: warning: {_one_line(message)}", file=sys.stderr)
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """SIGTERM raises KeyboardInterrupt, so a killed run is finalized like a Ctrl-C'd one."""
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    try:
+        previous = signal.signal(signal.SIGTERM, handler)
+    except ValueError:  # not the main thread: leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
 def main(argv: list[str] | None = None) -> int:
     from ntkhom.data import enable_float64
+    from ntkhom.memory import allocation_failure
+    from ntkhom.report import RunFolder, execute
 
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    prog = "ntkhom " + ("reproduce " if args.command == "reproduce" else "") + args._name
+    module = args._module
     enable_float64()
-    try:
-        folder = args._run(args)
-    except KeyboardInterrupt:
-        print(f"\ninterrupted: finished results are in {args.out}", file=sys.stderr)
+
+    def fail(message: str, code: int) -> int:
+        print(f"{prog}: error: {_one_line(message)}", file=sys.stderr)
+        return code
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("default")
+        warnings.showwarning = _show_warning  # one line each; catch_warnings restores the previous one
+        try:
+            settings = module.settings(args)
+            mode = "overwrite" if args.overwrite else ("resume" if args.resume else "new")
+            folder = RunFolder(args.out, settings, mode=mode, command=shlex.join(["ntkhom", *argv]))
+        except ValueError as exc:
+            return fail(str(exc), 2)
+        try:
+            with _sigterm_as_interrupt():
+                status = execute(folder, lambda: module.compute(settings, folder, quiet=args.quiet),
+                                 lambda: module.finalize(settings, folder))
+        except ValueError as exc:
+            return fail(str(exc), 2)
+        except Exception as exc:
+            memory = allocation_failure(exc)
+            if memory is None:
+                raise
+            return fail(memory, 1)
+    if status == "interrupted":
+        print(f"interrupted: the finished work, its figures and a partial summary are in {folder.path}",
+              file=sys.stderr)
         return 130
-    print(f"results written to {folder}")
+    if not args.quiet:
+        print(folder.file("summary.md").read_text())
+    print(f"results written to {folder.path}")
     return 0
 
 

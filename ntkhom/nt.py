@@ -41,6 +41,7 @@ __all__ = [
     "nt",  # noqa: F822 (loaded lazily, see __getattr__)
     "predict",  # noqa: F822 (loaded lazily, see __getattr__)
     "stax",  # noqa: F822 (loaded lazily, see __getattr__)
+    "xla_flops",
 ]
 
 

@@ -21,8 +21,8 @@ def Homotopy(s, phi: str | Phi = "relu"):  # noqa: N802 (stax layers are capital
     """The stax layer of sigma_s(x) = (1 - s) x + s phi(x): ``(init_fn, apply_fn, kernel_fn)``.
 
     Infinite-width kernel: exact for the ReLU family (sigma_s is again piecewise linear, neural-tangents'
-    ``ABRelu`` with slopes (1 - s) + s a and (1 - s) + s b) and for erf (closed form,
-    :mod:`ntkhom.dual`); tanh and GELU by :mod:`ntkhom.dual`'s quadrature (relative error about 1e-10).
+    ``ABRelu`` with slopes (1 - s) + s a and (1 - s) + s b), erf and GELU (closed forms, :mod:`ntkhom.dual`);
+    tanh by :mod:`ntkhom.dual`'s quadrature (relative error about 1e-10).
 
     Args:
       s: homotopy parameter, a real number or a traced scalar (the kernel is differentiable in s).
@@ -43,16 +43,25 @@ def Homotopy(s, phi: str | Phi = "relu"):  # noqa: N802 (stax layers are capital
 
     from ntkhom.dual import dual_activation
 
-    dual = dual_activation(phi)
-
     def fn(x):
         return homotopy(x, s, phi)
 
-    def nngp_fn(cov12, var1, var2):
-        return dual.nngp(cov12, var1, var2, s)
+    try:
+        dual = dual_activation(phi)
+    except ValueError as error:  # a user's own phi: the finite network works, its kernel is refused clearly
+        message = str(error)
 
-    def d_nngp_fn(cov12, var1, var2):
-        return dual.d_nngp(cov12, var1, var2, s)
+        def nngp_fn(cov12, var1, var2):
+            raise ValueError(message + "; estimate it with ntkhom.nt.monte_carlo_kernel_fn")
+
+        d_nngp_fn = nngp_fn
+    else:
+
+        def nngp_fn(cov12, var1, var2):
+            return dual.nngp(cov12, var1, var2, s)
+
+        def d_nngp_fn(cov12, var1, var2):
+            return dual.d_nngp(cov12, var1, var2, s)
 
     fn.__name__ = nngp_fn.__name__ = f"Homotopy({phi.name})"
     return stax.Elementwise(fn, nngp_fn, d_nngp_fn)

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from cli_helpers import run_cli
 
 from ntkhom.cli import main
 from ntkhom.report import RunFolder, read_csv
@@ -79,13 +80,23 @@ def test_report_runs_with_small_overrides(tmp_path):
 
 
 @pytest.mark.parametrize("extra,match", [
-    (["--dataset", "mnist"], "unknown dataset"),
-    (["--widths", "64", "0"], "positive integer"),
-    (["--s", "0", "1", "0.5"], "strictly increasing"),
+    (["--dataset", "mnist"], "--dataset"),
+    (["--widths", "64", "0"], "--widths"),
     (["--s", "0", "nan"], "non-finite"),
     (["--widths", "--no-infinite"], "nothing to compute"),
-    (["--seeds", "0"], "seeds"),
+    (["--seeds", "0"], "--seeds"),
 ])
-def test_bad_input_raises_clear_errors(tmp_path, extra, match):
-    with pytest.raises(ValueError, match=match):
-        main(["spectrum", "--out", str(tmp_path / "bad"), *SMALL, *extra])
+def test_bad_input_is_one_line_with_exit_2(tmp_path, capsys, extra, match):
+    code, err = run_cli(["spectrum", "--out", tmp_path / "bad", *SMALL, *extra], capsys)
+    assert code == 2 and len(err) == 1 and match in err[0], err
+
+
+def test_progress_bar_total_matches_the_rows_written(tmp_path, capsys):
+    import re
+
+    out = tmp_path / "run"
+    capsys.readouterr()
+    assert main(["spectrum", "--out", str(out), *[a for a in SMALL if a != "--quiet"]]) == 0
+    counts = re.findall(r"(\d+)/(\d+)", capsys.readouterr().err)
+    done, total = map(int, counts[-1])
+    assert done == total == len(read_csv(out / "points.csv")) == 5 * (1 + 2)

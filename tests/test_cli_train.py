@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 import pytest
+from cli_helpers import interrupt_then_resume, run_cli
 
 from ntkhom.cli import main
 from ntkhom.report import read_csv
@@ -29,6 +30,7 @@ def test_train_writes_curves_with_the_kernel_prediction(tmp_path):
     assert np.max(np.abs(measured - predicted)) < 0.01 * measured[0]
     assert measured[-1] < 0.1 * measured[0] and predicted[-1] == pytest.approx(gd["predicted_final_loss"])
     assert "| gd |" in (out / "summary.md").read_text()
+    assert "None" not in (out / "summary.md").read_text()
 
 
 def test_train_reports_a_diverging_step_instead_of_nan(tmp_path):
@@ -39,25 +41,29 @@ def test_train_reports_a_diverging_step_instead_of_nan(tmp_path):
     kernel = read_csv(out / "kernel.csv")[0]
     assert 50 > float(kernel["step_limit_2_over_lambda_max"])
     assert row["stop"] in ("diverged", "nonfinite") and row["stop_step"] < 200
-    assert np.isfinite(row["final_loss"])
+    assert np.isfinite(row["last_loss"]) and row["message"]
+    assert row["message"] in (out / "summary.md").read_text()
 
 
-def test_train_refuses_bad_input(tmp_path):
-    with pytest.raises(ValueError, match="steps"):
-        main(["train", "--steps", "0", "--out", str(tmp_path / "x"), "--quiet"])
-    with pytest.raises(ValueError, match="learning-rate"):
-        main(["train", "--learning-rate", "-1", "--out", str(tmp_path / "x"), "--quiet"])
-    with pytest.raises(SystemExit):
-        main(["train", "--solvers", "newton", "--out", str(tmp_path / "x")])
+def test_train_refuses_bad_input(tmp_path, capsys):
+    for argv, name in ((["--steps", "0"], "--steps"), (["--learning-rate", "-1"], "--learning-rate"),
+                       (["--solvers", "newton"], "--solvers")):
+        code, err = run_cli(["train", *argv, "--out", tmp_path / "x", "--quiet"], capsys)
+        assert code == 2 and len(err) == 1 and name in err[0], err
 
 
-def test_reproduce_hrta_quick(tmp_path):
+def test_reproduce_hrta_quick(tmp_path, monkeypatch):
     out = tmp_path / "hrta"
-    assert main(["reproduce", "hrta", "--quick", "--out", str(out), "--quiet"]) == 0
+    interrupt_then_resume(["reproduce", "hrta", "--quick", "--quiet"], out, monkeypatch, after=2,
+                          files=("hrta.png", "hrta.pdf", "claims.csv"))
     rows = read_csv(out / "claims.csv")
     assert {"claim", "setting", "measured", "predicted", "verdict"} <= set(rows[0])
     claims = {r["claim"]: r for r in rows}
-    assert claims["lambda_0 grows with s"]["verdict"] == "confirmed"
-    switch = next(r for name, r in claims.items() if "switch" in name and "1.5" in name)
-    assert "switch loss" in switch["measured"] and "highest later record" in switch["measured"]
-    assert (out / "hrta.png").exists() and (out / "summary.md").exists()
+    assert claims["lambda_0 grows with s"]["verdict"] == "confirmed (indicative)"
+    assert any(name.startswith("HRTA's central claim") for name in claims)
+    switch = next(r for name, r in claims.items() if "(switch)" in name and "1.5" in name)
+    assert "loss at the switch" in switch["measured"] and "highest later record" in switch["measured"]
+    refit = next(r for name, r in claims.items() if "refit_output" in name)
+    assert "no bound" in refit["measured"]
+    assert (out / "hrta.png").exists() and (out / "hrta.pdf").exists() and (out / "summary.md").exists()
+    assert "None" not in (out / "summary.md").read_text()

@@ -283,3 +283,24 @@ def test_any_network_trains_like_the_same_homotopy_mlp(data):
     mask = ({"W": True}, {"W": False})
     assert gradient_solver(f, learning_rate=0.1, s=0.6, trained=mask) == gradient_solver(
         f, learning_rate=0.1, s=0.6, trained=({"W": True}, {"W": False}))
+
+
+def test_one_compiled_loop_trains_on_several_datasets(data):
+    model = two_layer(16)
+    params = model.init(jax.random.PRNGKey(13), 4)
+    solver = gradient_solver(model, learning_rate=0.2)
+    datasets = []
+    for seed in (20, 21, 22):
+        key_x, key_y = jax.random.split(jax.random.PRNGKey(seed))
+        x = sphere(key_x, 10, 4)
+        datasets.append((x, teacher_targets(key_y, x)))
+    batch = driver.run_batch(solver, driver.stack([params] * 3), driver.stack(datasets), data_axis=0, steps=30,
+                             record_every=10)
+    for i, dataset in enumerate(datasets):
+        alone = driver.run(solver, params, dataset, steps=30, record_every=10)
+        np.testing.assert_allclose(batch.run(i).loss, alone.loss, rtol=1e-11)
+    # a plain jax.vmap of the pure step over the datasets gives the same first step
+    state = solver.init(params, datasets[0])
+    stepped = jax.vmap(solver.step, in_axes=(None, None, 0))(params, state, driver.stack(datasets))
+    single = solver.step(params, state, datasets[2])
+    np.testing.assert_allclose(stepped[0][0]["W"][2], single[0][0]["W"], rtol=1e-12)

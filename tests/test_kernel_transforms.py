@@ -143,11 +143,12 @@ def test_one_network_written_four_ways_has_one_kernel():
 
 def test_infinite_ntk_of_a_deep_mixed_s_architecture_matches_monte_carlo():
     from ntkhom.nt import stax
+    from ntkhom.stax import Homotopy
 
     width, s_values = 256, (0.5, 1.0, 1.7)
     layers = []
     for i, s in enumerate(s_values):
-        layers += [stax.Dense(width, W_std=math.sqrt(2.0) if i else 1.5, b_std=0.3), stax.ABRelu(1.0 - s, 1.0)]
+        layers += [stax.Dense(width, W_std=math.sqrt(2.0) if i else 1.5, b_std=0.3), Homotopy(s)]
     init_fn, apply_fn, kernel_fn = stax.serial(*layers, stax.Dense(1, W_std=1.0))
     network = networks.as_network((init_fn, apply_fn, kernel_fn))
     x = X[:3]
@@ -213,3 +214,24 @@ def test_linen_linear_model_has_the_gram_kernel():
     np.testing.assert_allclose(kernels.empirical_ntk(module, variables, X, X2), X @ X2.T + 1.0, rtol=1e-12)
     only_bias = kernels.empirical_ntk(module, variables, X, trained=lambda path: path[-1].key == "bias")
     np.testing.assert_allclose(only_bias, np.ones((6, 6)), rtol=1e-12)
+
+
+def test_infinite_ntk_is_differentiable_in_s():
+    from ntkhom.nt import stax
+    from ntkhom.stax import Homotopy
+
+    model = two_layer(1, trained="all")
+
+    def built_inside(s):  # a user's stax network with s traced through the public homotopy layer
+        triple = stax.serial(stax.Dense(4, W_std=math.sqrt(D)), Homotopy(s), stax.Dense(1))
+        return kernels.infinite_ntk(triple, X, X2)[3, 1]
+
+    entries = {
+        "HomotopyMLP": lambda s: kernels.infinite_ntk(model, X, X2, s=s)[3, 1],
+        "stax": built_inside,
+    }
+    closed = jax.grad(lambda s: kernels.closed_form_ntk_relu(X, X2, s=s, trained="all")[3, 1])
+    for name, f in entries.items():
+        grad = jax.grad(f)(0.7)
+        np.testing.assert_allclose(grad, central_difference(f, 0.7), rtol=1e-6, err_msg=name)
+        np.testing.assert_allclose(grad, closed(0.7), rtol=1e-8, err_msg=name)

@@ -107,3 +107,23 @@ def test_bad_arguments_are_named():
         two_layer(True)
     with pytest.raises(ValueError, match="positive integer"):
         mlp((4, False))
+
+
+def test_relu_family_kernel_differentiable_in_s():
+    def entry(s):
+        _, _, kernel_fn = stax.serial(stax.Dense(8, W_std=1.4, b_std=0.3), Homotopy(s, "abs"), stax.Dense(1))
+        return kernel_fn(X, None, "ntk")[0, 2]
+
+    h = 1e-5
+    np.testing.assert_allclose(jax.grad(entry)(0.8), (entry(0.8 + h) - entry(0.8 - h)) / (2 * h), rtol=1e-6)
+
+
+def test_own_phi_has_a_finite_network_and_a_clear_kernel_refusal():
+    from ntkhom.activations import Phi
+
+    softsign = Phi("softsign", lambda t: t / (1 + jnp.abs(t)), lambda t: 1 / (1 + jnp.abs(t)) ** 2)
+    init_fn, apply_fn, kernel_fn = stax.serial(stax.Dense(5), Homotopy(0.5, softsign))
+    _, params = init_fn(jax.random.PRNGKey(0), X.shape)
+    assert apply_fn(params, X).shape == (4, 5)
+    with pytest.raises(ValueError, match="no infinite-width kernel for phi = 'softsign'.*monte_carlo"):
+        kernel_fn(X, None, "nngp")

@@ -114,10 +114,9 @@ def test_step_size_limit_separates_convergence_from_a_recorded_divergence():
     model = two_layer(100, s=0.0)
     params = model.init(key_p, 10)
     limit = theory.step_size_limit(theory.network_kernel(model, params, x))
-    stable = driver.run(gradient_solver(model, x, y, learning_rate=0.95 * limit), params, steps=400,
-                        progress=False)
-    unstable = driver.run(gradient_solver(model, x, y, learning_rate=1.05 * limit), params, steps=4000,
-                          divergence_factor=1e3, progress=False)
+    stable = driver.run(gradient_solver(model, learning_rate=0.95 * limit), params, (x, y), steps=400)
+    unstable = driver.run(gradient_solver(model, learning_rate=1.05 * limit), params, (x, y), steps=4000,
+                          divergence_factor=1e3)
     assert stable.stop_reason == "steps" and stable.final_loss < 1e-3 * stable.loss[0]
     assert unstable.stop_reason == "diverged" and np.all(np.isfinite(unstable.loss))
 

@@ -30,7 +30,6 @@ import dataclasses
 import math
 import time
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import jax
@@ -38,9 +37,11 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntkhom.data import load
+from ntkhom.experiments.common import add_seed, positive_int
+from ntkhom.experiments.verdicts import verdict
 from ntkhom.losses import accuracy
 from ntkhom.models import HomotopyMLP
-from ntkhom.report import RunFolder, markdown_table, progress, training_progress
+from ntkhom.report import RunFolder, markdown_table, progress, settings_list, training_progress
 from ntkhom.solvers.analytic_am import am_model, analytic_am
 from ntkhom.solvers.base import Solver
 from ntkhom.solvers.driver import run as drive
@@ -246,7 +247,7 @@ def summarize(dataset: str, methods: list[str], curves: list[dict], runs: list[d
         rows.append({
             "dataset": dataset, "method": method, "setting": setting or "-",
             "train_mse": float(np.mean([r["final_train_mse"] for r in mine])),
-            "train_mse_std": float(np.std([r["final_train_mse"] for r in mine])),
+            "train_mse_std": float(np.std([r["final_train_mse"] for r in mine], ddof=1)) if len(mine) > 1 else None,
             "test": float(np.mean([r["final_test"] for r in mine])),
             "iterations": int(np.mean([r["iterations"] for r in mine])),
             "wall_s": float(np.mean([r["wall_s"] for r in mine])),
@@ -260,70 +261,106 @@ def best_curves(curves, dataset, method, best):
 
 
 def plot_dataset(folder: RunFolder, dataset: str, task: str, methods, curves, best) -> None:
-    import matplotlib.pyplot as plt
+    """Training MSE against wall time and iterations, and the test metric, for each method's best setting
+    (mean over seeds, band from the lowest to the highest seed)."""
+    from ntkhom import plots
 
-    figure, axes = plt.subplots(1, 3, figsize=(15, 4))
-    for method in methods:
+    by_time, by_iteration, test = [], [], []
+    for i, method in enumerate(methods):
         rows = best_curves(curves, dataset, method, best)
         if not rows:
             continue
+        seeds = sorted({r["seed"] for r in rows})
         iterations = sorted({r["iteration"] for r in rows})
+        table = {(r["seed"], r["iteration"]): r for r in rows}
 
-        def mean(key, it, rows=rows):
-            return np.mean([r[key] for r in rows if r["iteration"] == it])
+        def grid(key, table=table, seeds=seeds, iterations=iterations):
+            return np.array([[table[(s, it)][key] if (s, it) in table else np.nan for it in iterations]
+                             for s in seeds], dtype=float)
 
-        train = [mean("train_mse", it) for it in iterations]
-        axes[0].loglog([max(mean("time_s", it), 1e-5) for it in iterations], train, label=method)
-        axes[1].loglog([max(it, 1) for it in iterations], train, label=method)
-        axes[2].semilogx([max(it, 1) for it in iterations], [mean("test", it) for it in iterations],
-                         label=method)
-    axes[0].set(xlabel="wall time (s, compilation excluded)", ylabel="training MSE", title=dataset)
-    axes[1].set(xlabel="iterations", ylabel="training MSE", title=dataset)
-    axes[2].set(xlabel="iterations", ylabel="test accuracy" if task == "classification" else "test MSE",
-                title=dataset)
-    for axis in axes:
-        axis.grid(True, which="both", alpha=0.3)
-    axes[1].legend(fontsize=8)
+        label, color = method, f"C{i}"
+        x = np.asarray(iterations, dtype=float) + 1  # the initial point (iteration 0) on a log axis
+        by_time.append(plots.Curve(np.maximum(np.nanmean(grid("time_s"), axis=0), 1e-5), grid("train_mse"), label,
+                                   color))
+        by_iteration.append(plots.Curve(x, grid("train_mse"), label, color))
+        test.append(plots.Curve(x, grid("test"), label, color))
+    metric = "test accuracy (fraction)" if task == "classification" else "test MSE"
+    figure = plots.curves_figure([
+        plots.Panel(by_time, title=f"{dataset}: training MSE against time",
+                    xlabel="wall time (s, compilation excluded; start drawn at 1e-5 s)",
+                    ylabel="training MSE", xscale="log", legend=False),
+        plots.Panel(by_iteration, title=f"{dataset}: training MSE against iterations", xlabel="iterations + 1",
+                    ylabel="training MSE", xscale="log"),
+        plots.Panel(test, title=f"{dataset}: {metric}", xlabel="iterations + 1", ylabel=metric, xscale="log",
+                    yscale="linear" if task == "classification" else "log", legend=False),
+    ])
     folder.save_figure(f"{dataset}.png", figure)
 
 
-def compare(args, methods: list[str], settings: dict[str, Any], tiam_grid=None):
-    """Run ``methods`` on ``args.datasets`` over ``args.seeds``; writes curves, runs, figures; returns tables."""
-    budget = QUICK_BUDGET if args.quick else Budget(am=args.am_iterations, split=args.split_iterations,
-                                                    gradient=args.gradient_steps)
-    folder = RunFolder(args.out, settings | {"budget": dataclasses.asdict(budget)})
-    seeds = list(range(args.seeds))
-    all_curves, all_runs, tables = [], [], {}
-    for dataset in progress(args.datasets, desc="datasets", enabled=not args.quiet):
+def budget_of(settings: dict[str, Any]) -> Budget:
+    """The iteration budget of validated settings."""
+    if settings["quick"]:
+        return QUICK_BUDGET
+    return Budget(am=settings["am_iterations"], split=settings["split_iterations"], gradient=settings["gradient_steps"])
+
+
+def compute_methods(settings: dict[str, Any], folder: RunFolder, methods: list[str], *, quiet: bool = False,
+                    tiam_grid=None) -> None:
+    """Run ``methods`` on every dataset and seed of ``settings``: one unit of work per (dataset, method)."""
+    budget = budget_of(settings)
+    seeds = list(range(settings["seed"], settings["seed"] + settings["seeds"]))
+    for dataset in progress(settings["datasets"], desc="datasets", enabled=not quiet):
         data = load(dataset, normalization="standardize", test_fraction=0.25, seed=0,
-                    n=args.max_samples if args.max_samples else None)
-        model = am_model(args.width, phi="leaky_relu", out_dim=data.y.shape[1])
+                    n=settings["max_samples"] if settings["max_samples"] else None)
+        model = am_model(settings["width"], phi="leaky_relu", out_dim=data.y.shape[1])
         for method in methods_for(methods, model, data, budget, tiam_grid):
-            curves, runs = run_method(method, model, data, seeds, budget, quiet=args.quiet)
-            for row in runs:
+            key = f"{dataset}/{method.name}"
+            if folder.has_unit(key):
+                continue
+
+            def one(method=method, data=data, model=model):
+                curves, runs = run_method(method, model, data, seeds, budget, quiet=quiet)
+                return {"curves": curves, "runs": runs, "task": data.task}
+
+            for row in folder.unit(key, one)["runs"]:
                 folder.append_row("runs.csv", row)
-            all_curves += curves
-            all_runs += runs
-        best = best_setting([r for r in all_runs if r["dataset"] == dataset])
-        tables[dataset] = summarize(dataset, methods, all_curves, all_runs, best)
-        plot_dataset(folder, dataset, data.task, methods, all_curves, best)
-    folder.write_csv("curves.csv", all_curves)
-    best = best_setting(all_runs)
-    return folder, all_curves, all_runs, tables, best
+
+
+def collect(settings: dict[str, Any], folder: RunFolder, methods: list[str]):
+    """Curves, runs, per-dataset tables and best settings from the finished units; one figure per dataset."""
+    units = folder.units()
+    curves = [c for unit in units.values() for c in unit["curves"]]
+    runs = [r for unit in units.values() for r in unit["runs"]]
+    tables = {}
+    for dataset in settings["datasets"]:
+        mine = [r for r in runs if r["dataset"] == dataset]
+        if not mine:
+            continue
+        best = best_setting(mine)
+        tables[dataset] = summarize(dataset, methods, curves, runs, best)
+        task = next(u["task"] for k, u in units.items() if k.startswith(dataset + "/"))
+        plot_dataset(folder, dataset, task, methods, curves, best)
+    if curves:
+        folder.write_csv("curves.csv", curves)
+    return curves, runs, tables, best_setting(runs)
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS)
-    parser.add_argument("--seeds", type=int, default=2, help="seeds per method and setting")
-    parser.add_argument("--width", type=int, default=32, help="hidden units of the two-layer network")
-    parser.add_argument("--am-iterations", type=int, default=DEFAULT_BUDGET.am)
-    parser.add_argument("--split-iterations", type=int, default=DEFAULT_BUDGET.split,
+    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS, help="datasets to use")
+    parser.add_argument("--seeds", type=positive_int, default=2, help="seeds per method and setting")
+    add_seed(parser)
+    parser.add_argument("--width", type=positive_int, default=32, help="hidden units of the two-layer network")
+    parser.add_argument("--am-iterations", type=positive_int, default=DEFAULT_BUDGET.am,
+                        help="iterations of analytic AM")
+    parser.add_argument("--split-iterations", type=positive_int, default=DEFAULT_BUDGET.split,
                         help="iterations of TIAM / iPALM / plain AM")
-    parser.add_argument("--gradient-steps", type=int, default=DEFAULT_BUDGET.gradient,
+    parser.add_argument("--gradient-steps", type=positive_int, default=DEFAULT_BUDGET.gradient,
                         help="steps of GD, SGD and Adam")
-    parser.add_argument("--max-samples", type=int, default=None, help="subsample each dataset to this size")
+    parser.add_argument("--max-samples", type=positive_int, default=None,
+                        help="subsample each dataset to this size (default: every sample)")
     parser.add_argument("--quick", action="store_true",
-                        help="a ~30 s smoke run: wine only, 1 seed, few iterations, width 16, one learning rate")
+                        help="a ~30 s smoke run: wine only, 1 seed, few iterations, width 16, one learning rate; "
+                             "verdicts are indicative")
 
 
 def apply_quick(args) -> None:
@@ -338,6 +375,12 @@ def apply_quick(args) -> None:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.max_samples is not None and args.max_samples < 8:
         raise ValueError(f"--max-samples must be >= 8 (a train/test split of a few samples), got {args.max_samples}")
+
+
+def settings(args) -> dict[str, Any]:
+    """Validated settings (``--quick`` applied)."""
+    apply_quick(args)
+    return settings_of(args)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -368,35 +411,41 @@ def am_verdicts(tables, curves, best) -> list[dict]:
     return rows
 
 
-def run(args) -> Path:
-    apply_quick(args)
-    folder, curves, runs, tables, best = compare(args, list(METHODS), {"command": "reproduce am",
-                                                                       **settings_of(args)})
+def compute(settings: dict[str, Any], folder: RunFolder, *, quiet: bool = False) -> None:
+    compute_methods(settings, folder, list(METHODS), quiet=quiet)
+
+
+def finalize(settings: dict[str, Any], folder: RunFolder) -> str:
+    curves, runs, tables, best = collect(settings, folder, list(METHODS))
     verdicts = am_verdicts(tables, curves, best)
     wins = sum(row["AM lower"] and row["AM faster"] for row in verdicts)
+    outcome = (wins >= 4) if len(verdicts) == len(DATASETS) else None
     claim = {
         "claim": "analytic AM reaches lower training loss than SGD and Adam on 4 of 5 datasets, in less time",
-        "measured": f"{wins} of {len(verdicts)} datasets",
-        "verdict": "confirmed" if len(verdicts) == 5 and wins >= 4 else
-                   ("refuted" if len(verdicts) == 5 else f"not testable on {len(verdicts)} datasets"),
+        "measured": f"lower and faster on {wins} of {len(verdicts)} datasets"
+                    + ("" if len(verdicts) == len(DATASETS) else " (the claim needs all 5)"),
+        "verdict": verdict(outcome, indicative=settings["quick"]),
     }
     summary = [row for table in tables.values() for row in table]
-    folder.write_csv("summary.csv", summary)
+    if summary:
+        folder.write_csv("summary.csv", summary)
     folder.write_json("results.json", {"claim": claim, "verdicts": verdicts, "summary": summary})
-    folder.write_text("summary.md", markdown_summary("reproduce am", args, summary, verdicts, [claim]))
-    return folder.path
+    return markdown_summary("reproduce am", settings, summary, verdicts, [claim])
 
 
 def settings_of(args) -> dict[str, Any]:
-    return {k: v for k, v in vars(args).items() if not k.startswith("_") and k not in ("out",)} | {
-        "out": str(args.out)}
+    return {k: v for k, v in vars(args).items()
+            if not k.startswith("_") and k not in ("out", "quiet", "overwrite", "resume", "command", "experiment")}
 
 
-def markdown_summary(command, args, summary, verdicts, claims) -> str:
-    lines = [f"# ntkhom {command}", "",
-             f"Datasets {', '.join(args.datasets)}; width {args.width}; seeds {args.seeds}; "
-             f"{'quick' if args.quick else 'default'} budget. Training MSE is the mean over seeds at the end "
-             "of each run (best learning rate for GD/SGD/Adam); wall times exclude compilation and were "
-             "taken on a shared machine.", "", "## Claims", "", markdown_table(claims), "## Per dataset", "",
-             markdown_table(verdicts), "## All methods", "", markdown_table(summary)]
+def markdown_summary(command, settings, summary, verdicts, claims) -> str:
+    lines = [f"# ntkhom {command}", ""]
+    if settings["quick"]:
+        lines += ["A --quick run (one dataset, one seed, short runs): verdicts are indicative only.", ""]
+    lines += [f"Datasets {', '.join(settings['datasets'])}; width {settings['width']}; seeds {settings['seeds']}; "
+              f"{'quick' if settings['quick'] else 'default'} budget. Training MSE is the mean over seeds at the "
+              "end of each run (best learning rate for GD/SGD/Adam); wall times exclude compilation and were "
+              "taken on a shared machine.", "", "## Claims", "", markdown_table(claims), "## Per dataset", "",
+              markdown_table(verdicts), "## All methods", "", markdown_table(summary), "## Settings", "",
+              settings_list(settings)]
     return "\n".join(lines)

@@ -6,7 +6,6 @@ finite vs infinite width gap. A preset of ``ntkhom spectrum`` sized to finish in
 from __future__ import annotations
 
 import argparse
-from pathlib import Path
 
 from ntkhom.experiments import spectrum
 
@@ -23,5 +22,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     spectrum.add_arguments(parser, REPORT_DEFAULTS)
 
 
-def run(args) -> Path:
-    return spectrum.run(args, title="ntkhom kernel-spectrum report")
+settings = spectrum.settings
+compute = spectrum.compute
+
+
+def finalize(settings, folder) -> str:
+    return spectrum.finalize(settings, folder, title="ntkhom kernel-spectrum report")

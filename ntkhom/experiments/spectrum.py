@@ -2,18 +2,18 @@
 at infinite width and at finite widths over several seeds.
 
 Writes to the run folder: points.csv (one row per finished (width, seed, s), appended as it finishes) and
-points.json; summary.csv/json (mean and spread over seeds per width and s); gap.csv/json (finite vs infinite
-width at s = 1); lambda_min.png, ratio.png, density.png, gap.png; summary.md.
+points.json; summary.csv/json (mean and standard deviation over seeds per width and s); ratio.csv; gap.csv
+(finite vs infinite width at s = 1); lambda_min, ratio, density and gap figures (PNG and PDF); summary.md.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import warnings
-from pathlib import Path
 
 import numpy as np
+
+from ntkhom.experiments.common import add_activation, add_seed, positive_int, warn
 
 DESCRIPTION = __doc__
 
@@ -24,209 +24,276 @@ DEFAULTS = {
 }
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser, defaults: dict | None = None) -> None:
     from ntkhom.data import DATASETS, NORMALIZATIONS
 
     d = {**DEFAULTS, **(defaults or {})}
-    parser.add_argument("--dataset", default=d["dataset"], help=f"one of {', '.join(DATASETS)}")
-    parser.add_argument("--n", type=int, default=d["n"], help="number of points (subsample for real data)")
-    parser.add_argument("--d", type=int, default=d["d"], help="input dimension of synthetic data")
-    parser.add_argument("--normalization", default=d["normalization"], choices=NORMALIZATIONS)
-    parser.add_argument("--widths", type=int, nargs="*", default=d["widths"], help="finite hidden widths")
+    parser.add_argument("--dataset", default=d["dataset"], choices=DATASETS, help="dataset (ntkhom.data.load)")
+    parser.add_argument("--n", type=positive_int, default=d["n"], help="number of points (subsample for real data)")
+    parser.add_argument("--d", type=positive_int, default=d["d"], help="input dimension of synthetic data")
+    parser.add_argument("--normalization", default=d["normalization"], choices=NORMALIZATIONS,
+                        help="input normalization")
+    parser.add_argument("--widths", type=positive_int, nargs="*", default=d["widths"], help="finite hidden widths")
     parser.add_argument("--no-infinite", action="store_true", help="skip the infinite-width kernel")
-    parser.add_argument("--seeds", type=int, default=d["seeds"], help="initializations per finite width")
-    parser.add_argument("--s-min", type=float, default=d["s_min"])
-    parser.add_argument("--s-max", type=float, default=d["s_max"])
-    parser.add_argument("--s-points", type=int, default=d["s_points"], help="evenly spaced s values")
-    parser.add_argument("--s", type=float, nargs="+", default=None, help="explicit s grid (overrides the range)")
+    parser.add_argument("--seeds", type=positive_int, default=d["seeds"], help="initializations per finite width")
+    parser.add_argument("--s-min", type=float, default=d["s_min"], help="first s of the evenly spaced grid")
+    parser.add_argument("--s-max", type=float, default=d["s_max"], help="last s of the evenly spaced grid")
+    parser.add_argument("--s-points", type=positive_int, default=d["s_points"],
+                        help="number of evenly spaced s values (at least 2)")
+    parser.add_argument("--s", type=float, nargs="+", default=None,
+                        help="explicit s values (override --s-min/--s-max/--s-points; default: the range)")
     parser.add_argument("--density-s", type=float, nargs="*", default=d["density_s"],
-                        help="s values whose full spectrum is plotted (snapped to the grid)")
-    parser.add_argument("--depth", type=int, default=d["depth"], help="hidden layers (1: exact three-matrix path)")
-    parser.add_argument("--trained", default="hidden", choices=("hidden", "all"))
+                        help="s values whose full spectrum is plotted (moved to the nearest grid value, with a "
+                             "warning)")
+    parser.add_argument("--depth", type=positive_int, default=d["depth"],
+                        help="hidden layers (1: exact three-matrix path)")
+    add_activation(parser)
+    parser.add_argument("--trained", default="hidden", choices=("hidden", "all"), help="trained layers")
     parser.add_argument("--bias", action="store_true", help="hidden-layer biases")
     parser.add_argument("--method", default="reduced", choices=("reduced", "subspace", "eigh"),
                         help="lambda_min along the path (ntkhom.eigenpath.lambda_min_path)")
-    parser.add_argument("--seed", type=int, default=0, help="PRNG seed for data and parameters")
+    add_seed(parser)
 
 
 def s_grid_from(args) -> np.ndarray:
-    """The s grid of the arguments (validated by :func:`ntkhom.eigenpath.check_s_grid`)."""
+    """The s grid of the arguments (validated by :func:`ntkhom.eigenpath.check_s_grid`); warns on s outside the
+    recommended [0, 2]."""
+    from ntkhom.activations import S_RECOMMENDED
     from ntkhom.eigenpath import check_s_grid
 
     if args.s is not None:
-        return check_s_grid(args.s)
-    if args.s_points < 1:
-        raise ValueError(f"--s-points must be >= 1, got {args.s_points}")
-    return check_s_grid(np.linspace(args.s_min, args.s_max, args.s_points))
+        values = sorted(set(float(v) for v in args.s))
+        if len(values) < len(args.s):
+            warn(f"--s: repeated values dropped, using {values}")
+        grid = check_s_grid(values)
+    else:
+        if args.s_points < 2:
+            raise ValueError(f"--s-points must be at least 2 for a path, got {args.s_points} "
+                             "(use --s for explicit values)")
+        if not args.s_min < args.s_max:
+            raise ValueError(f"--s-min ({args.s_min:g}) must be below --s-max ({args.s_max:g})")
+        grid = check_s_grid(np.linspace(args.s_min, args.s_max, args.s_points))
+    low, high = S_RECOMMENDED
+    outside = [float(v) for v in grid if v < low or v > high]
+    if outside:
+        warn(f"s values {', '.join(f'{v:g}' for v in outside)} are outside [{low:g}, {high:g}], where the "
+             "homotopy is studied; they are computed as asked")
+    return grid
 
 
-def _validate(args) -> None:
-    from ntkhom.data import DATASETS
-    from ntkhom.experiments.sweeps import check_widths
+def settings(args) -> dict:
+    """The validated settings of a spectrum run (also the memory estimate, before any work)."""
+    from ntkhom.data import load
+    from ntkhom.memory import check_memory, jacobian_bytes, kernel_bytes
 
-    if args.dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {args.dataset!r}; known: {', '.join(DATASETS)}")
-    check_widths(args.widths)
     if not args.widths and args.no_infinite:
-        raise ValueError("nothing to compute: no widths given and --no-infinite set")
-    for name in ("seeds", "depth"):
-        if getattr(args, name) < 1:
-            raise ValueError(f"--{name} must be >= 1, got {getattr(args, name)}")
-    if args.n is not None and args.n < 1:
-        raise ValueError(f"--n must be >= 1, got {args.n}")
+        raise ValueError("nothing to compute: no --widths given and --no-infinite set")
+    grid = s_grid_from(args)
+    density_s = []
+    for value in args.density_s or []:
+        snapped = float(grid[np.argmin(np.abs(grid - value))])
+        if abs(snapped - value) > 1e-12:
+            warn(f"--density-s {value:g} is not on the s grid; using the nearest grid value {snapped:g}")
+        density_s.append(snapped)
+    dataset = load(args.dataset, n=args.n, d=args.d, normalization=args.normalization, seed=args.seed)
+    widest = max(args.widths, default=0)
+    # three (n, n) coefficients, K(s) and a work matrix; the widest network's Jacobian (n, m (d + 1))
+    need = kernel_bytes(dataset.n, matrices=5) + jacobian_bytes(dataset.n, widest * (dataset.d + 1) * args.depth)
+    check_memory(need, f"--n {dataset.n} with --widths up to {widest}: the kernels and the Jacobian")
+    settings = {k: v for k, v in vars(args).items()
+                if not k.startswith("_") and k not in ("out", "quiet", "overwrite", "resume", "command",
+                                                       "experiment")}
+    settings.update(n_effective=dataset.n, d_effective=dataset.d, s_grid=[float(v) for v in grid],
+                    density_s=sorted(set(density_s)))
+    return settings
 
 
-def _model(args):
+def _model(settings):
     from ntkhom.models import HomotopyMLP
 
-    return HomotopyMLP(widths=(1,) * args.depth, s=1.0, b_std=1.0 if args.bias else None,
-                       output_init="rademacher" if args.depth == 1 else "normal", trained=args.trained)
+    return HomotopyMLP(widths=(1,) * settings["depth"], s=1.0, phi=settings["activation"],
+                       b_std=1.0 if settings["bias"] else None,
+                       output_init="rademacher" if settings["depth"] == 1 else "normal", trained=settings["trained"])
+
+
+def _jobs(settings) -> list:
+    from ntkhom.experiments.sweeps import INFINITE
+
+    return ([INFINITE] if not settings["no_infinite"] else []) + list(settings["widths"])
+
+
+def _key(width, seed) -> str:
+    return f"width={width} seed={seed}"
+
+
+def compute(settings, folder, *, quiet: bool = False) -> None:
+    """lambda_min paths per (width, seed) as units; points.csv gets a row per finished s as it finishes."""
+    import jax
+
+    from ntkhom import data
+    from ntkhom.experiments import sweeps
+    from ntkhom.report import progress
+
+    grid = np.asarray(settings["s_grid"])
+    dataset = data.load(settings["dataset"], n=settings["n"], d=settings["d"],
+                        normalization=settings["normalization"], seed=settings["seed"])
+    model = _model(settings)
+    seeds = settings["seeds"]
+    plan = [(w, [None] if w == sweeps.INFINITE else list(range(seeds))) for w in _jobs(settings)]
+    total = sum(len(s) for _, s in plan) * len(grid)
+    done = sum(len(grid) for w, ss in plan for s in ss if folder.has_unit(_key(w, s)))
+    if done and folder.file("points.csv").exists():  # keep only the points of finished units
+        from ntkhom.report import read_csv
+
+        kept = [r for r in read_csv(folder.file("points.csv"))
+                if folder.has_unit(_key(r["width"], r["seed"] or None))]
+        folder.file("points.csv").unlink()
+        for row in kept:
+            folder.append_row("points.csv", row)
+    bar = progress(range(total), total=total, desc="spectra (width, seed, s)", enabled=not quiet)
+    bar.update(done)
+
+    def on_point(width, seed, point):
+        folder.append_row("points.csv", {"width": width, "seed": seed, "depth": settings["depth"], **point.row()})
+        bar.update(1)
+
+    try:
+        for width, width_seeds in plan:
+            if all(folder.has_unit(_key(width, s)) for s in width_seeds):
+                continue
+            for result in sweeps.homotopy_spectra(
+                    model, dataset.x, grid, [] if width == sweeps.INFINITE else [width], seeds,
+                    jax.random.PRNGKey(settings["seed"]), infinite=width == sweeps.INFINITE,
+                    densities_at=settings["density_s"], method=settings["method"], on_point=on_point):
+                folder.unit(_key(result.width, result.seed), lambda result=result: {
+                    "width": result.width, "seed": result.seed, "points": result.rows(),
+                    "spectra": {f"{s:g}": {"eigenvalues": spec.eigenvalues, "floor": spec.floor}
+                                for s, spec in result.spectra.items()}})
+    finally:
+        bar.close()
+
+
+def _stats(values: np.ndarray):
+    """Mean and standard deviation (ddof 1; None for a single value) over axis 0, ignoring NaN."""
+    with warnings.catch_warnings(), np.errstate(all="ignore"):
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-unresolved columns give NaN
+        mean = np.nanmean(values, axis=0)
+        count = np.sum(np.isfinite(values), axis=0)
+        std = np.nanstd(values, axis=0, ddof=1) if values.shape[0] > 1 else None
+    if std is not None:
+        std = np.where(count > 1, std, np.nan)
+    return mean, std
+
+
+def finalize(settings, folder, *, title: str = "NTK spectrum along the homotopy path") -> str:
+    """Tables, figures and the markdown summary from the finished units."""
+    from ntkhom import plots
+    from ntkhom.experiments.sweeps import INFINITE
+    from ntkhom.report import markdown_table, settings_list
+
+    grid = np.asarray(settings["s_grid"])
+    results = list(folder.units().values())
+    head = [f"# {title}", "",
+            f"Data: {settings['dataset']}, n = {settings['n_effective']}, d = {settings['d_effective']}, "
+            f"normalization {settings['normalization']}; depth {settings['depth']}, activation "
+            f"{settings['activation']}, trained layers: {settings['trained']}; {len(grid)} values of s from "
+            f"{grid[0]:g} to {grid[-1]:g}; finished paths: {len(results)} of "
+            f"{sum(1 if w == INFINITE else settings['seeds'] for w in _jobs(settings))}.", ""]
+    if not results:
+        return "\n".join(head + ["Nothing finished.", ""])
+    widths = list(dict.fromkeys(r["width"] for r in results))
+    values, floors = {}, {}
+    for width in widths:
+        runs = [r for r in results if r["width"] == width]
+        values[width] = np.array([[np.nan if p["lambda_min"] is None else p["lambda_min"] for p in r["points"]]
+                                  for r in runs], dtype=float)
+        floors[width] = np.max([[p["floor"] for p in r["points"]] for r in runs], axis=0)
+    floor = np.max(list(floors.values()), axis=0)
+    curves = {w: _stats(v) for w, v in values.items()}
+    summary = []
+    for width in widths:
+        mean, std = curves[width]
+        for i, s in enumerate(grid):
+            row = {"width": width, "s": float(s), "seeds": int(values[width].shape[0]),
+                   "resolved": int(np.sum(np.isfinite(values[width][:, i]))),
+                   "lambda_min_mean": float(mean[i]) if np.isfinite(mean[i]) else None,
+                   "lambda_min_std": float(std[i]) if std is not None and np.isfinite(std[i]) else None,
+                   "floor": float(floors[width][i])}
+            summary.append(row)
+    folder.write_json("summary.json", summary)
+    folder.write_csv("summary.csv", summary)
+    folder.write_json("points.json", [p for r in results for p in r["points"]])
+
+    gaps = {}
+    if INFINITE in values:
+        limit = curves[INFINITE][0]
+        for width in widths:
+            if width != INFINITE:
+                gaps[plots.curve_label(width)] = _stats(np.abs(values[width] - limit) / limit)
+    labelled = {plots.curve_label(w): c for w, c in curves.items()}
+    folder.save_figure("lambda_min.png", plots.lambda_min_plot(grid, labelled, floor, gaps=gaps or None))
+
+    lines = head + ["lambda_min is reported only where it is above the float64 floor n eps lambda_max; "
+                    "elsewhere it is unresolved (an upper bound, shown as –). Standard deviations are over seeds "
+                    "(none with one seed). Files: points.csv/json, summary.csv/json, ratio.csv/json, gap.csv/json, "
+                    "figures as PNG and PDF.", ""]
+    picks = set(_snap(grid, [0.0, 0.5, 1.0, 1.5, 2.0])) if len(grid) > 9 else set(float(s) for s in grid)
+    lines += ["## lambda_min at selected s", "", markdown_table(
+        [r for r in summary if r["s"] in picks],
+        ["width", "s", "seeds", "resolved", "lambda_min_mean", "lambda_min_std", "floor"])]
+
+    one = np.flatnonzero(np.isclose(grid, 1.0, rtol=0, atol=1e-12))
+    if one.size:
+        one = int(one[0])
+        ratios = {plots.curve_label(w): c[0] / c[0][one] for w, c in curves.items()}
+        folder.save_figure("ratio.png", plots.ratio_plot(grid, ratios))
+        ratio_rows = [{"s": float(s), "s_squared": float(s) ** 2,
+                       **{label: float(r[i]) if np.isfinite(r[i]) else None for label, r in ratios.items()}}
+                      for i, s in enumerate(grid)]
+        folder.write_csv("ratio.csv", ratio_rows)
+        folder.write_json("ratio.json", ratio_rows)
+        lines += ["## lambda_min(s) / lambda_min(1) against s^2", "",
+                  markdown_table([r for r in ratio_rows if r["s"] in picks])]
+        gap_rows = []
+        if INFINITE in values and np.isfinite(curves[INFINITE][0][one]):
+            limit = curves[INFINITE][0][one]
+            for width in widths:
+                if width == INFINITE or not np.any(np.isfinite(values[width][:, one])):
+                    continue
+                errors = np.abs(values[width][:, one] - limit) / limit
+                errors = errors[np.isfinite(errors)]
+                gap_rows.append({"width": width, "seeds": int(errors.size),
+                                 "lambda_min_mean": float(curves[width][0][one]), "lambda_min_infinite": float(limit),
+                                 "relative_gap_mean": float(errors.mean()),
+                                 "relative_gap_std": float(errors.std(ddof=1)) if errors.size > 1 else None,
+                                 "per_seed": errors.tolist()})
+        if gap_rows:
+            folder.write_csv("gap.csv", [{k: v for k, v in r.items() if k != "per_seed"} for r in gap_rows])
+            folder.write_json("gap.json", gap_rows)
+            lines += ["## finite vs infinite width at s = 1", "",
+                      markdown_table(gap_rows, ["width", "seeds", "lambda_min_mean", "lambda_min_infinite",
+                                                "relative_gap_mean", "relative_gap_std"])]
+            slope = None
+            if len(gap_rows) >= 2 and all(r["relative_gap_mean"] > 0 for r in gap_rows):
+                w = np.log([r["width"] for r in gap_rows])
+                slope = float(np.polyfit(w, np.log([r["relative_gap_mean"] for r in gap_rows]), 1)[0])
+                lines += [f"Log-log slope of the mean relative gap against width: {slope:.2f} (theory: -1/2 for "
+                          "the fluctuation of a finite-width kernel).", ""]
+                folder.write_json("gap_slope.json", {"slope": slope})
+            folder.save_figure("gap.png", plots.gap_plot(
+                [r["width"] for r in gap_rows], [r["relative_gap_mean"] for r in gap_rows],
+                [r["relative_gap_std"] or 0.0 for r in gap_rows], slope=slope))
+
+    source = next((r for r in results if r["width"] == INFINITE), results[0])
+    if source["spectra"]:
+        spectra = {f"s = {float(s):.3g}": np.asarray(v["eigenvalues"]) for s, v in source["spectra"].items()}
+        top_floor = max(v["floor"] for v in source["spectra"].values())
+        folder.save_figure("density.png", plots.density_plot(
+            spectra, top_floor, title=f"NTK eigenvalue histogram, {plots.curve_label(source['width'])}"
+            + ("" if source["seed"] is None else f", seed {source['seed']}")))
+    lines += ["## Settings", "", settings_list({k: v for k, v in settings.items() if k != "s_grid"})]
+    return "\n".join(lines) + "\n"
 
 
 def _snap(grid: np.ndarray, values) -> list[float]:
     return sorted({float(grid[np.argmin(np.abs(grid - v))]) for v in values})
-
-
-def run(args, *, title: str = "NTK spectrum along the homotopy path") -> Path:
-    import jax
-
-    from ntkhom import data, plots
-    from ntkhom.experiments import sweeps
-    from ntkhom.report import RunFolder, markdown_table, progress
-
-    _validate(args)
-    grid = s_grid_from(args)
-    density_s = _snap(grid, args.density_s or [])
-    dataset = data.load(args.dataset, n=args.n, d=args.d, normalization=args.normalization, seed=args.seed)
-    x = dataset.x
-    settings = {k: v for k, v in vars(args).items() if not k.startswith("_")}
-    settings.update(n_effective=dataset.n, d_effective=dataset.d, s_grid=grid, density_s=density_s)
-    folder = RunFolder(args.out, settings)
-    for stale in ("points.csv",):  # rows are appended: a rerun into the same folder starts clean
-        if folder.file(stale).exists():
-            folder.file(stale).unlink()
-
-    model = _model(args)
-    infinite = not args.no_infinite
-    total = len(grid) * ((1 if infinite else 0) + len(args.widths) * args.seeds)
-    bar = progress(range(total), total=total, desc="spectra (width, seed, s)", enabled=not args.quiet)
-    ticks = iter(bar)
-
-    def on_point(width, seed, point):
-        folder.append_row("points.csv", {"width": width, "seed": seed, "depth": args.depth, **point.row()})
-        next(ticks, None)
-
-    results: list[sweeps.PathResult] = []
-    try:
-        for result in sweeps.homotopy_spectra(model, x, grid, args.widths, args.seeds, jax.random.PRNGKey(args.seed),
-                                              infinite=infinite, densities_at=density_s, method=args.method,
-                                              on_point=on_point):
-            results.append(result)
-            folder.write_json("points.json", [row for r in results for row in r.rows()])
-    finally:
-        bar.close()
-        # Whatever finished is summarised, also after an interrupt.
-        if results:
-            _write_summary(folder, results, grid, density_s, dataset, args, title, plots, markdown_table)
-    return folder.path
-
-
-def _curves(results, grid):
-    """label -> (mean, std) of resolved lambda_min over seeds (NaN where unresolved), and the max floor."""
-
-    curves, floor = {}, np.zeros(len(grid))
-    widths = list(dict.fromkeys(r.width for r in results))
-    for width in widths:
-        runs = [r for r in results if r.width == width]
-        values = np.array([np.where(r.path.resolved, r.path.lambda_min, np.nan) for r in runs])
-        floor = np.maximum(floor, np.max([r.path.floor for r in runs], axis=0))
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # all-unresolved columns (e.g. s = 0) give NaN
-            mean = np.nanmean(values, axis=0) if np.any(np.isfinite(values)) else np.full(len(grid), np.nan)
-            std = np.nanstd(values, axis=0) if len(runs) > 1 else None
-        curves[width] = (mean, std)
-    return curves, floor
-
-
-def _write_summary(folder, results, grid, density_s, dataset, args, title, plots, markdown_table):
-    from ntkhom.experiments.sweeps import INFINITE, summarize_widths
-
-    summary = summarize_widths(results)
-    folder.write_json("summary.json", summary)
-    folder.write_csv("summary.csv", summary)
-    curves, floor = _curves(results, grid)
-    labelled = {plots.curve_label(w): c for w, c in curves.items()}
-    folder.save_figure("lambda_min.png", plots.lambda_min_plot(grid, labelled, floor))
-
-    has_one = bool(np.any(np.isclose(grid, 1.0, rtol=0, atol=1e-12)))
-    ratio_rows = []
-    if has_one:
-        one = int(np.argmin(np.abs(grid - 1.0)))
-        ratios = {plots.curve_label(w): mean / mean[one] for w, (mean, _) in curves.items()}
-        folder.save_figure("ratio.png", plots.ratio_plot(grid, ratios))
-        for i, s in enumerate(grid):
-            row = {"s": float(s), "s_squared": float(s) ** 2}
-            row.update({label: float(r[i]) if np.isfinite(r[i]) else None for label, r in ratios.items()})
-            ratio_rows.append(row)
-        folder.write_json("ratio.json", ratio_rows)
-        folder.write_csv("ratio.csv", ratio_rows)
-
-    gap_rows = []
-    if INFINITE in curves and has_one:
-        one = int(np.argmin(np.abs(grid - 1.0)))
-        limit = curves[INFINITE][0][one]
-        for width, (mean, _std) in curves.items():
-            if width == INFINITE or not np.isfinite(mean[one]) or not np.isfinite(limit):
-                continue
-            runs = [r for r in results if r.width == width and r.path.resolved[one]]
-            errors = [abs(r.path.lambda_min[one] - limit) / limit for r in runs]
-            gap_rows.append({"width": width, "s": 1.0, "lambda_min_mean": float(mean[one]),
-                             "lambda_min_infinite": float(limit), "mean_relative_error": float(np.mean(errors))})
-        if gap_rows:
-            folder.write_json("gap.json", gap_rows)
-            folder.write_csv("gap.csv", gap_rows)
-            folder.save_figure("gap.png", plots.gap_plot([r["width"] for r in gap_rows],
-                                                          [r["mean_relative_error"] for r in gap_rows]))
-
-    if density_s:
-        spectra = {}
-        source = next((r for r in results if r.width == INFINITE), results[0])
-        for s, spec in source.spectra.items():
-            spectra[f"s = {s:.3g}"] = spec.eigenvalues
-        if spectra:
-            top_floor = max(spec.floor for spec in source.spectra.values())
-            folder.save_figure("density.png", plots.density_plot(
-                spectra, top_floor, title=f"eigenvalue density, {plots.curve_label(source.width)}"))
-
-    lines = [f"# {title}", "",
-             f"Data: {dataset.name}, n = {dataset.n}, d = {dataset.d}, normalization {args.normalization}; "
-             f"depth {args.depth}, trained {args.trained}; s from {grid[0]:g} to {grid[-1]:g} ({len(grid)} points); "
-             f"finished paths: {len(results)}.", "",
-             "lambda_min is reported only where it is above the float64 floor n eps lambda_max; "
-             "elsewhere it is unresolved (an upper bound). Files: points.csv/json, summary.csv/json, "
-             "ratio.csv/json, gap.csv/json, PNG plots.", ""]
-    picks = _snap(grid, [0.0, 0.5, 1.0, 1.5, 2.0])
-    table = [r for r in summary if r["s"] in picks]
-    lines += ["## lambda_min at selected s", "", markdown_table(
-        table, ["width", "s", "seeds", "resolved", "lambda_min_mean", "lambda_min_std", "floor"])]
-    if ratio_rows:
-        lines += ["## lambda_min(s) / lambda_min(1) against s^2", "",
-                  markdown_table([r for r in ratio_rows if r["s"] in picks])]
-    if gap_rows:
-        lines += ["## finite vs infinite width at s = 1", "", markdown_table(gap_rows)]
-        if len(gap_rows) >= 2:
-            w = np.array([r["width"] for r in gap_rows], dtype=float)
-            e = np.array([r["mean_relative_error"] for r in gap_rows])
-            if np.all(e > 0):
-                slope = float(np.polyfit(np.log(w), np.log(e), 1)[0])
-                lines += [f"Log-log slope of the relative error against width: {slope:.2f} "
-                          "(theory: about -1/2).", ""]
-                folder.write_json("gap_slope.json", {"slope": slope if math.isfinite(slope) else None})
-    folder.write_text("summary.md", "\n".join(lines) + "\n")

@@ -16,16 +16,10 @@ from __future__ import annotations
 
 import argparse
 import math
-from pathlib import Path
 
-from ntkhom.experiments.am import (
-    add_common_arguments,
-    apply_quick,
-    compare,
-    first_time_below,
-    markdown_summary,
-    settings_of,
-)
+from ntkhom.experiments import am
+from ntkhom.experiments.am import add_common_arguments, first_time_below
+from ntkhom.experiments.verdicts import from_fraction
 
 DESCRIPTION = """TIAM (Yan et al. 2025, reconstructed) against alternating minimization without inertia.
 
@@ -87,25 +81,34 @@ def iteration_rows(curves, datasets) -> list[dict]:
     return rows
 
 
-def run(args) -> Path:
-    apply_quick(args)
-    grid = P_GRID[:2] if args.quick else P_GRID
-    folder, curves, runs, tables, best = compare(args, list(METHODS), {"command": "reproduce tiam",
-                                                                       **settings_of(args)}, tiam_grid=grid)
-    iterations = iteration_rows(curves, args.datasets)
+def settings(args) -> dict:
+    return am.settings(args)
+
+
+def _grid(settings) -> tuple:
+    return P_GRID[:2] if settings["quick"] else P_GRID
+
+
+def compute(settings: dict, folder, *, quiet: bool = False) -> None:
+    am.compute_methods(settings, folder, list(METHODS), quiet=quiet, tiam_grid=_grid(settings))
+
+
+def finalize(settings: dict, folder) -> str:
+    curves, runs, tables, best = am.collect(settings, folder, list(METHODS))
+    iterations = iteration_rows(curves, settings["datasets"])
     default = [row for row in iterations if row["variant"] == "tiam " + _label(DEFAULT_P)]
     wins = sum(row["fewer"] for row in default)
     total = len(default)
-    verdict = ("confirmed" if wins >= math.ceil(0.8 * total) else "refuted" if wins <= total // 2 else "mixed")
     claim = {
         "claim": "TIAM converges in fewer iterations than alternating minimization without inertia",
         "measured": f"fewer iterations to the common target on {wins} of {total} datasets "
-                    f"(default p = {DEFAULT_P})",
-        "verdict": verdict if total else "not measured",
+                    f"(default p = {', '.join(f'{v:g}' for v in DEFAULT_P)})",
+        "verdict": from_fraction(wins, total, indicative=settings["quick"]),
     }
     summary = [row for table in tables.values() for row in table]
-    folder.write_csv("summary.csv", summary)
-    folder.write_csv("iterations.csv", iterations)
+    if summary:
+        folder.write_csv("summary.csv", summary)
+    if iterations:
+        folder.write_csv("iterations.csv", iterations)
     folder.write_json("results.json", {"claim": claim, "iterations": iterations, "summary": summary})
-    folder.write_text("summary.md", markdown_summary("reproduce tiam", args, summary, iterations, [claim]))
-    return folder.path
+    return am.markdown_summary("reproduce tiam", settings, summary, iterations, [claim])

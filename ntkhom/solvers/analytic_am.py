@@ -181,7 +181,7 @@ def square_loss(weights: TwoLayerWeights, xa, y, s, phi: Phi):
 
 
 def output_step(weights: TwoLayerWeights, xa, y, s, phi: Phi, output_bias: bool = True) -> TwoLayerWeights:
-    """Exact output step: [V; c] = minimum-norm argmin 1/2 ||[sigma(X~ W^T), 1] [V; c] - Y||^2."""
+    """Exact output step: `[V; c] = minimum-norm argmin 1/2 ||[sigma(X~ W^T), 1] [V; c] - Y||^2`."""
     H = homotopy(xa @ weights.W.T, s, phi)
     if output_bias:
         H = jnp.concatenate([H, jnp.ones((H.shape[0], 1), H.dtype)], axis=1)

@@ -630,6 +630,6 @@ run_batch.__doc__ = """:func:`run` for B configurations at once: ``params`` and 
     ``data_axis``: None (every run trains on the same data) or 0 (``data`` has a leading axis of size B, one
     dataset per run; for a stream, every batch has it). ``group_size``: None runs all B runs as one vmapped
     computation (best on accelerators and for small runs); k runs k at a time, group after group, inside the
-    same compiled call (``lax.map``), which keeps a group's arrays in cache: on a 2-core CPU, 64 runs at
-    n = 100, d = 10, m = 1000 went 2.5x faster with k = 1 than vmapped (``benchmarks/bench_training.py``).
+    same compiled call (``lax.map``), which keeps a group's arrays in cache: on a shared 2-core CPU, 64 runs at
+    n = 100, d = 10, m = 1000 went 2.1x to 2.6x faster with k = 1 than vmapped (``benchmarks/bench_training.py``).
 """ + _RUN_ARGS

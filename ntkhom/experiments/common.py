@@ -1,0 +1,76 @@
+"""Pieces shared by the commands: argument types (each rejects a bad value with a one-line argparse error)
+and the check that a solver run was not interrupted."""
+
+from __future__ import annotations
+
+import argparse
+import math
+
+__all__ = ["positive_int", "nonnegative_int", "positive_float", "add_activation", "add_seed", "finished",
+           "warn"]
+
+
+def positive_int(text: str) -> int:
+    """An integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    """An integer >= 0."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a non-negative integer, got {text}")
+    return value
+
+
+def positive_float(text: str) -> float:
+    """A finite number > 0."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be a positive number, got {text!r}") from None
+    if not (math.isfinite(value) and value > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive finite number, got {text}")
+    return value
+
+
+def add_activation(parser: argparse.ArgumentParser, default: str = "relu") -> None:
+    """``--activation``: the base activation phi of sigma_s = (1 - s) x + s phi(x)."""
+    from ntkhom.activations import PHI_NAMES
+
+    parser.add_argument("--activation", default=default, choices=PHI_NAMES,
+                        help="base activation phi of sigma_s(x) = (1 - s) x + s phi(x)")
+
+
+def add_seed(parser: argparse.ArgumentParser) -> None:
+    """``--seed``: the base PRNG seed; seed i of a run uses ``seed + i``."""
+    parser.add_argument("--seed", type=nonnegative_int, default=0,
+                        help="base PRNG seed (the i-th initialization uses seed + i)")
+
+
+def finished(result):
+    """``result`` (a driver RunResult or BatchResult), or KeyboardInterrupt if the driver was interrupted.
+
+    The driver keeps an interrupted run's finished chunks and returns; a command must stop there too, so
+    that its run folder keeps only whole units of work.
+    """
+    reasons = getattr(result, "stop_reasons", None) or [getattr(result, "stop_reason", "")]
+    if "interrupted" in reasons:
+        raise KeyboardInterrupt
+    return result
+
+
+def warn(message: str) -> None:
+    """A warning for the person running the command (one line on stderr through the CLI)."""
+    import warnings
+
+    warnings.warn(message, UserWarning, stacklevel=2)
