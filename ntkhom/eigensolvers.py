@@ -14,10 +14,11 @@ float64), and returns float64 numbers.
 Certificates. For a unit vector v and theta = v^T K v, some eigenvalue lies within the residual
 r = ||K v - theta v|| of theta (K symmetric); with a gap delta between theta and the rest of the spectrum it
 is within r^2 / delta (Kato-Temple). Each value carries ``residual`` (rigorous given the computed product)
-and ``bound`` = min(r, r^2 / delta) with delta estimated from the neighbouring Ritz values minus their own
-residuals. Residuals are always recomputed from a fresh product at the end, never taken from the recurrence.
-The floor is :func:`ntkhom.spectrum.numerical_floor` (n eps lambda_max); a value whose interval reaches the
-floor is unresolved and printed as such.
+and ``bound`` = min(r, r^2 / delta) + sqrt(n) eps lambda_max (rounding in the product), delta estimated from
+the neighbouring Ritz values (less their own residuals, but at least half the distance to them). Residuals
+are always recomputed from a fresh product at the end, never taken from the recurrence. The floor is
+:func:`ntkhom.spectrum.numerical_floor` (n eps lambda_max); a value whose interval reaches the floor is
+unresolved and printed as such.
 
 Why not only library code. matfree (Kramer et al.) provides the Lanczos tridiagonalisation used here, but
 neither matfree nor ``jax.experimental.sparse.linalg.lobpcg_standard`` (largest eigenvalues only, no
@@ -149,12 +150,16 @@ def _as_operator(K):
 
 
 def _certify(theta, residual, ritz, ritz_residual, floor, rounding) -> list[CertifiedEigenvalue]:
-    """Bounds min(r, r^2 / gap) + rounding for the first len(theta) of the Ritz values ``ritz``; the gap of
-    value i is its distance to every other Ritz value less that value's own residual."""
+    """Bounds min(r, r^2 / gap) + rounding for the first len(theta) of the Ritz values ``ritz``.
+
+    The gap of value i is estimated from every other Ritz value: its distance less that value's residual,
+    but at least half the distance (a neighbour still converging has a large residual that would otherwise
+    hide a real gap). It is an estimate, not a bound: the rigorous certificate is ``residual``."""
     out = []
     ritz, ritz_residual = np.asarray(ritz, np.float64), np.asarray(ritz_residual, np.float64)
     for i, (t, r) in enumerate(zip(theta, residual)):
-        distance = np.delete(np.abs(ritz - t) - ritz_residual, i)
+        separation = np.abs(ritz - t)
+        distance = np.delete(np.maximum(separation - ritz_residual, separation / 2), i)
         gap = float(np.min(distance)) if distance.size else 0.0
         bound = (min(r, r * r / gap) if gap > 0 else r) + rounding
         out.append(CertifiedEigenvalue(float(t), float(floor), float(r), float(bound)))
@@ -394,7 +399,7 @@ def _project_out(X, KX, S, KS):
 
 
 def _lobpcg(operator, X0, k, apply_preconditioner, *, tol, floor, rounding, max_iterations, max_products,
-            sign=1.0):
+            sign=1.0, progress=None):
     """k extreme eigenpairs of sign * K (smallest of sign K) by LOBPCG from the block X0 (n, p >= k)."""
     counter = _Counter(operator)
 
@@ -415,6 +420,8 @@ def _lobpcg(operator, X0, k, apply_preconditioner, *, tol, floor, rounding, max_
         R = KX - X * np.asarray(theta, X.dtype)[None, :]
         r = np.asarray(np.linalg.norm(R, axis=0), np.float64)
         eigen = _certify(theta[:k], r[:k], theta, r, floor, rounding)
+        if progress is not None:
+            progress(iteration, eigen, counter.columns)
         if all(e.bound <= max(tol * abs(e.value), floor) + rounding for e in eigen):
             # Check with a fresh product: the tracked K X may have drifted from the true one.
             X, theta, fresh, KX = _fresh_ritz(matvec, X)
@@ -449,7 +456,7 @@ def _lobpcg(operator, X0, k, apply_preconditioner, *, tol, floor, rounding, max_
 def smallest(K, k: int = 1, *, key=None, tol: float = DEFAULT_TOLERANCE, rank: int | None = None,
              low_rank: LowRank | None = None, start=None, lambda_max_value: float | None = None,
              max_iterations: int = 500, max_products: int | None = None, guard: int = GUARD_VECTORS,
-             floor_dtype=None) -> EigenResult:
+             floor_dtype=None, progress=None) -> EigenResult:
     """The k smallest eigenvalues by preconditioned LOBPCG, each with a certificate.
 
     Args:
@@ -457,13 +464,16 @@ def smallest(K, k: int = 1, *, key=None, tol: float = DEFAULT_TOLERANCE, rank: i
       k: how many.
       key: PRNG key (start block and pivots; default PRNGKey(0)).
       tol: relative certified error to reach (values at the floor stop there, flagged unresolved).
-      rank: rank of the preconditioner's low-rank part (default min(n / 4, 64 + 4 sqrt(n), 1024); 0: none).
+      rank: rank of the preconditioner's low-rank part (default min(n / 4, 1024); 0: none). It should exceed
+        the number of outlying eigenvalues (for points on S^{d-1}: about 1 + d + d (d + 1) / 2, the low
+        spherical-harmonic degrees).
       low_rank: a precomputed :class:`LowRank` (from :func:`rpcholesky` or :func:`nystrom`) to reuse.
       start: (n, p) block to start from (a warm start, e.g. the vectors of a neighbouring s).
       lambda_max_value: lambda_max if known (sets the floor); otherwise computed by :func:`lambda_max`.
       max_iterations, max_products: budget (products in columns).
       guard: extra vectors carried along (faster convergence, and the gap of the k-th value).
       floor_dtype: dtype whose eps sets the floor (default: the operator's).
+      progress: called as ``progress(iteration, eigenvalues, products)`` after each iteration (host side).
     """
     start_time = time.perf_counter()
     operator = _as_operator(K)
@@ -478,7 +488,7 @@ def smallest(K, k: int = 1, *, key=None, tol: float = DEFAULT_TOLERANCE, rank: i
         lambda_max_value, products = top.eigenvalues[0].value, top.products
     floor = numerical_floor(lambda_max_value, n, floor_dtype or operator.dtype)
     if low_rank is None:
-        rank = int(min(n // 4, 64 + 4 * math.sqrt(n), 1024)) if rank is None else int(rank)
+        rank = int(min(n // 4, 1024)) if rank is None else int(rank)
         low_rank = _default_low_rank(operator, rank, key_rank)
     products += 0 if low_rank is None else low_rank.products
     p = min(k + guard, n)
@@ -494,7 +504,7 @@ def smallest(K, k: int = 1, *, key=None, tol: float = DEFAULT_TOLERANCE, rank: i
     budget = max_products if max_products is not None else 10**12
     X, theta, eigen, columns, iterations, converged = _lobpcg(
         operator, X0, k, apply, tol=tol, floor=floor, rounding=_rounding(lambda_max_value, n, operator.dtype),
-        max_iterations=max_iterations, max_products=budget)
+        max_iterations=max_iterations, max_products=budget, progress=progress)
     return EigenResult(tuple(eigen), X[:, :k], products + columns, iterations, converged,
                        time.perf_counter() - start_time)
 

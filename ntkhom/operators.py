@@ -62,6 +62,7 @@ __all__ = [
     "two_layer_ntk_operator",
     "jacobian_ntk_operator",
     "model_jacobian_ntk_operator",
+    "network_ntk_operator",
     "infinite_ntk_operator",
     "kernel_path_operator",
     "as_operator",
@@ -514,6 +515,51 @@ def model_jacobian_ntk_operator(model: HomotopyMLP, params: Params, x, *, s=None
     f, combine = _model_functions(model)
     return jacobian_ntk_operator(f, model.trainable(params), x, frozen=(params, jnp.asarray(s, x.dtype)),
                                  combine=combine, block_rows=block_rows)
+
+
+@dataclasses.dataclass(frozen=True)
+class _NetworkForward:
+    """f((params, s), x) of a :class:`ntkhom.networks.Network` (hashable: a static field of the operator)."""
+
+    network: object
+
+    def __call__(self, full, x):
+        params, s = full
+        return self.network.apply(params, x, s) if self.network.accepts_s else self.network.apply(params, x)
+
+
+def _combine_with_s(trainable, frozen):
+    from ntkhom.networks import combine
+
+    params, s = frozen
+    return combine(trainable, params), s
+
+
+def network_ntk_operator(network, params, x, *, s=None, trained=None,
+                         block_rows: int | None = None) -> JacobianNTKOperator:
+    """The empirical NTK of any network :func:`ntkhom.networks.as_network` accepts (HomotopyMLP, stax
+    triple, Flax module, ``f(params, x[, s])``) as a :class:`JacobianNTKOperator` over the ``trained`` leaves
+    (None: the network's default; see :func:`ntkhom.networks.partition`).
+
+    Args:
+      network: the network or anything ``as_network`` takes.
+      params: its parameter pytree.
+      x: (n, d) inputs.
+      s: homotopy parameter, for networks that take one (default: the network's own).
+      trained: which leaves are trained (pytree of bools, predicate on the leaf path, or for a HomotopyMLP
+        "hidden"/"all").
+      block_rows: rows per VJP/JVP.
+    """
+    from ntkhom.networks import as_network
+
+    network = as_network(network)
+    if s is not None and not network.accepts_s:
+        raise ValueError("s was given but this network takes no homotopy parameter")
+    if s is not None:
+        s = jnp.asarray(check_s(s))
+    trainable, frozen = network.partition(params, trained)
+    return jacobian_ntk_operator(_NetworkForward(network), trainable, jnp.asarray(x), frozen=(frozen, s),
+                                 combine=_combine_with_s, block_rows=block_rows)
 
 
 # -- infinite width -------------------------------------------------------------------------------------------

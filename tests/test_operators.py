@@ -157,3 +157,22 @@ def test_kernel_path_operator_gives_the_coefficients():
     _close(op.at(1.3).matvec(V), path.at(1.3) @ V)
     dense_path = operators.kernel_path_operator(path, s=0.4)
     _close(dense_path.matvec(V), path.at(0.4) @ V)
+
+
+def test_network_operator_trains_only_the_chosen_leaves():
+    def f(params, x, s):
+        return (x @ params["w1"] + s * jnp.sin(x @ params["w1"])) @ params["w2"]
+
+    keys = jax.random.split(jax.random.PRNGKey(9), 2)
+    params = {"w1": jax.random.normal(keys[0], (D, 6)), "w2": jax.random.normal(keys[1], (6, 2))}
+    x = _inputs()
+    op = operators.network_ntk_operator(f, params, x, s=0.5, trained={"w1": True, "w2": False})
+    J = jax.jacrev(lambda w1: f({"w1": w1, "w2": params["w2"]}, x, 0.5))(params["w1"])  # (n, 2, D, 6)
+    J = np.asarray(J).reshape(N, 2, -1)
+    K = np.einsum("ica,jca->ij", J, J) / 2  # averaged over the two outputs
+    V = _block()
+    _close(op.matvec(V), K @ V)
+    model = models.mlp((7,), s=0.4, trained="hidden")
+    model_params = model.init(jax.random.PRNGKey(10), D)
+    from_model = operators.network_ntk_operator(model, model_params, x)
+    _close(from_model.matvec(V), kernels.empirical_ntk(model, model_params, x, s=0.4) @ V)
