@@ -86,7 +86,7 @@ def test_overwrite_clears_the_folder(tmp_path):
     (["train", "--width", "0"], "--width"),
     (["train", "--seeds", "0"], "--seeds"),
     (["reproduce", "hrta", "--steps", "7"], "--steps"),
-    (["spectrum", "--n", "60000"], "--n 60000"),  # three (n, n) float64 matrices and more: ~140 GB
+    (["spectrum", "--n", "60000", "--dense"], "--n 60000"),  # three (n, n) float64 matrices: ~140 GB
     (["train", "--width", "5000000"], "--width 5000000"),
 ])
 def test_bad_arguments_exit_2_with_one_line(tmp_path, capsys, argv, name):
