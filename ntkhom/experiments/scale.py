@@ -11,9 +11,10 @@ memory available on this machine, :func:`ntkhom.memory.available_bytes`, of whic
 from __future__ import annotations
 
 import argparse
-import math
 import warnings
 from typing import NamedTuple
+
+from ntkhom.experiments.common import positive_float
 
 __all__ = ["PathChoice", "add_arguments", "choose_path", "budget_bytes", "dense_spectrum_bytes", "PATHS"]
 
@@ -34,20 +35,10 @@ class PathChoice(NamedTuple):
         return self._asdict()
 
 
-def _gigabytes(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"must be a number of GiB, got {text!r}") from None
-    if not (math.isfinite(value) and value > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive number of GiB, got {text}")
-    return value
-
-
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """``--memory-gb``, and ``--dense`` / ``--matrix-free`` (mutually exclusive), in one argument group."""
     group = parser.add_argument_group("memory")
-    group.add_argument("--memory-gb", type=_gigabytes, default=None,
+    group.add_argument("--memory-gb", type=positive_float, default=None,
                        help="memory the command may use, in GiB (default: what this machine has available)")
     forced = group.add_mutually_exclusive_group()
     forced.add_argument("--dense", dest="kernel_path", action="store_const", const="dense",
