@@ -1,9 +1,12 @@
 """Build notebooks/kernel_spectra.ipynb (no outputs committed): `uv run python notebooks/build_kernel_spectra.py`."""
 
-from pathlib import Path
+import os
+import sys
 
-import nbformat
-from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
+from nbformat.v4 import new_code_cell, new_markdown_cell
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from _notebook import notebook, write  # noqa: E402
 
 cells = [
     new_markdown_cell(
@@ -68,14 +71,9 @@ cells = [
 ]
 
 def build():
-    """The notebook (cells without outputs; fixed cell ids, so rebuilding changes nothing)."""
-    for i, cell in enumerate(cells):
-        cell["id"] = f"cell-{i:02d}"
-    return new_notebook(cells=cells, metadata={"kernelspec": {"name": "python3", "display_name": "Python 3",
-                                                               "language": "python"}})
+    """The notebook built from ``cells`` (what the tests compare with the committed one)."""
+    return notebook(cells)
 
 
 if __name__ == "__main__":
-    target = Path(__file__).resolve().parent / "kernel_spectra.ipynb"
-    nbformat.write(build(), target)
-    print(f"wrote {target}")
+    write(cells, "kernel_spectra.ipynb")
