@@ -219,6 +219,15 @@ def lanczos(operator, v0, steps: int):
     return _LANCZOS[steps](operator, v0)
 
 
+def _prepare(K, k: int, key):
+    """The operator of K, its size n (checking 1 <= k <= n) and the PRNG key (default PRNGKey(0))."""
+    operator = _as_operator(K)
+    n = operator.n
+    if not 1 <= k <= n:
+        raise ValueError(f"k must be between 1 and n = {n}, got {k}")
+    return operator, n, jax.random.PRNGKey(0) if key is None else key
+
+
 def largest(K, k: int = 1, *, key=None, tol: float = DEFAULT_TOLERANCE, steps: int = 32,
             max_steps: int = 1024, floor_dtype=None) -> EigenResult:
     """The k largest eigenvalues by Lanczos, the depth doubled until every bound <= tol * |value|.
@@ -232,11 +241,7 @@ def largest(K, k: int = 1, *, key=None, tol: float = DEFAULT_TOLERANCE, steps: i
       floor_dtype: dtype whose eps sets the floor (default: the operator's).
     """
     start = time.perf_counter()
-    operator = _as_operator(K)
-    n = operator.n
-    if not 1 <= k <= n:
-        raise ValueError(f"k must be between 1 and n = {n}, got {k}")
-    key = jax.random.PRNGKey(0) if key is None else key
+    operator, n, key = _prepare(K, k, key)
     v0 = jax.random.normal(key, (n,), operator.dtype)
     counter = _Counter(operator)
     steps = min(max(steps, 2 * k + 8), n)
@@ -476,11 +481,7 @@ def smallest(K, k: int = 1, *, key=None, tol: float = DEFAULT_TOLERANCE, rank: i
       progress: called as ``progress(iteration, eigenvalues, products)`` after each iteration (host side).
     """
     start_time = time.perf_counter()
-    operator = _as_operator(K)
-    n = operator.n
-    if not 1 <= k <= n:
-        raise ValueError(f"k must be between 1 and n = {n}, got {k}")
-    key = jax.random.PRNGKey(0) if key is None else key
+    operator, n, key = _prepare(K, k, key)
     key_start, key_rank, key_max = jax.random.split(key, 3)
     products = 0
     if lambda_max_value is None:

@@ -168,6 +168,17 @@ def _positive_range(*arrays) -> tuple[float, float] | None:
     return float(values.min()) / 1.5, float(values.max()) * 1.5
 
 
+def _log_band(ax, x, mean, spread, label, color=None):
+    """A mean curve with a +- spread band for a log axis (the lower edge stays positive); returns the mean."""
+    mean = np.asarray(mean, dtype=float)
+    line = ax.plot(x, mean, marker=".", markersize=4, label=label, color=color)[0]
+    if spread is not None:
+        spread = np.asarray(spread, dtype=float)
+        low = np.where(mean - spread > 0, mean - spread, mean / 2)
+        ax.fill_between(x, low, mean + spread, color=line.get_color(), alpha=0.2, linewidth=0)
+    return mean
+
+
 def lambda_min_plot(
     s,
     curves: Mapping[str, tuple[np.ndarray, np.ndarray | None]],
@@ -192,14 +203,10 @@ def lambda_min_plot(
     ax = axes[0, 0]
     s = np.asarray(s, dtype=float)
     means = []
+    # One colour per label in both panels, so a width keeps its colour in the gap panel.
+    colors = {label: f"C{i}" for i, label in enumerate(curves)}
     for label, (mean, spread) in curves.items():
-        mean = np.asarray(mean, dtype=float)
-        means.append(mean)
-        line = ax.plot(s, mean, marker=".", markersize=4, label=label)[0]
-        if spread is not None:
-            spread = np.asarray(spread, dtype=float)
-            low = np.where(mean - spread > 0, mean - spread, mean / 2)
-            ax.fill_between(s, low, mean + spread, color=line.get_color(), alpha=0.2, linewidth=0)
+        means.append(_log_band(ax, s, mean, spread, label, colors[label]))
     ax.set_yscale("log")
     span = _positive_range(*means)
     if floor is not None:
@@ -224,12 +231,7 @@ def lambda_min_plot(
     if gaps:
         ax = axes[0, 1]
         for label, (mean, spread) in gaps.items():
-            mean = np.asarray(mean, dtype=float)
-            line = ax.plot(s, mean, marker=".", markersize=4, label=label)[0]
-            if spread is not None:
-                spread = np.asarray(spread, dtype=float)
-                low = np.where(mean - spread > 0, mean - spread, mean / 2)
-                ax.fill_between(s, low, mean + spread, color=line.get_color(), alpha=0.2, linewidth=0)
+            _log_band(ax, s, mean, spread, label, colors.get(label))
         ax.set_yscale("log")
         ax.set_xlabel(S_LABEL)
         ax.set_ylabel("|lambda_min(m) - lambda_min(inf)| / lambda_min(inf)")
