@@ -125,6 +125,10 @@ def _pad_rows(x: jax.Array, block: int) -> tuple[jax.Array, int]:
 class _Base:
     """Shared front end: shape checks, jit, vector in / vector out."""
 
+    #: Columns per product that block eigensolvers should use: 1 where a product costs in proportion to its
+    #: columns; more where a product's fixed cost (assembling kernel entries) dominates.
+    preferred_block = 1
+
     @property
     def n(self) -> int:
         return int(self.x.shape[0])
@@ -596,6 +600,9 @@ class InfiniteNTKOperator(_Base):
       model, kind ("ntk" or "nngp"), block_rows: static settings.
     """
 
+    #: A product costs about the same for 1 or 32 columns: the kernel entries, recomputed in each, dominate.
+    preferred_block = 32
+
     x: jax.Array
     s: jax.Array
     model: HomotopyMLP
@@ -710,6 +717,10 @@ class PathOperator(_Base):
     @property
     def n(self) -> int:
         return self.nodes[0].n
+
+    @property
+    def preferred_block(self) -> int:
+        return self.nodes[0].preferred_block
 
     @property
     def dtype(self):

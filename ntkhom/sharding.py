@@ -274,6 +274,10 @@ class ShardedOperator:
         return int(self.op.n)
 
     @property
+    def preferred_block(self) -> int:
+        return int(getattr(self.op, "preferred_block", 1))
+
+    @property
     def dtype(self):
         return self.op.dtype
 

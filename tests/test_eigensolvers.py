@@ -1,7 +1,6 @@
 """Iterative extreme eigenvalues against dense eigvalsh: equal where resolved, flagged where not, and the
-certificates bracket the dense values.
-
-n = 600 (not 2000) keeps the file within the test-suite budget on two cores; the checks are the same."""
+certificates bracket the dense values. Block Lanczos is the default; LOBPCG runs where a preconditioner is
+asked for."""
 
 import jax
 import jax.numpy as jnp
@@ -10,7 +9,7 @@ import pytest
 
 from ntkhom import eigensolvers, models, operators, spectrum
 
-N, D = 600, 5
+N, D = 2000, 5
 
 
 def _sphere(n, d, seed=0):
@@ -23,12 +22,14 @@ def _dense(op):
 
 
 def _check(result, dense_values):
-    """Resolved values equal the dense ones to 1e-8 relative; every certificate brackets its dense value;
-    unresolved ones lie at the floor."""
+    """Resolved values equal the dense ones to 1e-8 relative (plus sqrt(n) eps lambda_max = floor / sqrt(n),
+    the accuracy of dense eigvalsh itself, which matters for values a few times the floor); every certificate
+    brackets its dense value; unresolved ones lie at the floor."""
+    n = result.vectors.shape[0]
     for found, exact in zip(result.eigenvalues, dense_values):
         assert abs(found.value - exact) <= found.bound, (found, exact)
         if found.resolved:
-            assert abs(found.value - exact) <= 1e-8 * abs(exact), (found, exact)
+            assert abs(found.value - exact) <= 1e-8 * abs(exact) + found.floor / np.sqrt(n), (found, exact)
         else:
             assert exact <= found.floor + 2 * found.bound, (found, exact)
 
@@ -67,9 +68,10 @@ def test_clustered_spectrum_from_near_duplicate_points():
     op = operators.infinite_ntk_operator(models.two_layer(1, s=1.0), x)
     exact = np.linalg.eigvalsh(_dense(op))
     assert exact[19] - exact[0] < 0.2 * (exact[20] - exact[0])  # the cluster is there
-    result = eigensolvers.smallest(op, 5, rank=N // 2)
-    assert result.converged
-    _check(result, exact[:5])
+    for options in ({}, {"block": 8}, {"rank": N // 4}):  # Lanczos (blocks of 32 and 8), LOBPCG
+        result = eigensolvers.smallest(op, 5, **options)
+        assert result.converged, options
+        _check(result, exact[:5])
     _check(eigensolvers.largest(op, 5), exact[-5:])
 
 
