@@ -9,13 +9,17 @@ One 1-D mesh over every device of every process (:func:`device_mesh`) serves thr
   two-layer NTK, Jacobian NTK), or rows of x split with all of x on every device (infinite width); the
   product is gathered on every device, and the eigensolvers (:mod:`ntkhom.eigensolvers`) take the
   sharded operator as they take any other;
+* **rows** of a training batch (:func:`shard_batch`, :func:`run`): x and y split by rows, parameters
+  replicated; jit's partitioner then runs the forward and backward passes of each device's rows there and
+  adds the gradients across devices (data parallelism, no code of ours in the step);
 * **runs** of a grid: the leading axis of stacked parameters and solver states (:func:`shard_runs`), so a
   vmapped, jitted step runs B / P configurations on each of P devices (:func:`run_batch`; across hosts each
   process trains its own share and the records are gathered at the end).
 
 Sizes that the device count does not divide are padded by repeating the last row (or run), which keeps
 every value finite, and the padding is cut off before results are returned: results equal those on one
-device. The same code runs on one device, on several devices of one host, and on several hosts after
+device. A training batch is the exception: a padded row would add to the loss, so its row count must be a
+multiple of the device count (the error says so). The same code runs on one device, on several devices of one host, and on several hosts after
 :func:`ntkhom.distributed.initialize` (every process holds the same inputs and runs the same program; each
 computes the blocks of its own devices).
 """
@@ -50,6 +54,8 @@ __all__ = [
     "ROW_FIELDS",
     "shard_runs",
     "run_batch",
+    "shard_batch",
+    "run",
 ]
 
 #: Name of the single mesh axis (rows of a kernel, or runs of a grid, are split along it).
@@ -543,3 +549,52 @@ def run_batch(solver, params: PyTree, data: PyTree, state: PyTree | None = None,
             value = value[:B] if isinstance(value, list) else jax.tree.map(lambda leaf: np.asarray(leaf)[:B], value)
         trimmed[field.name] = value
     return dataclasses.replace(result, **trimmed)
+
+
+# -- training batches split by rows ---------------------------------------------------------------------------
+def shard_batch(batch: PyTree, mesh: Mesh) -> PyTree:
+    """Every leaf of a training batch (x, y, ...: leading row axis n) split by rows across the mesh.
+
+    Unlike kernel rows, a batch is not padded (a repeated row would count twice in the loss): n must be a
+    multiple of the mesh's device count.
+    """
+    leaves = jax.tree.leaves(batch)
+    if not leaves or any(np.ndim(leaf) == 0 for leaf in leaves):
+        raise ValueError("shard_batch needs a pytree of arrays with a leading row axis")
+    sizes = {np.shape(leaf)[0] for leaf in leaves}
+    if len(sizes) != 1:
+        raise ValueError(f"every leaf of the batch must have the same number of rows, got {sorted(sizes)}")
+    (n,) = sizes
+    devices = mesh.devices.size
+    if n % devices:
+        raise ValueError(
+            f"a training batch of {n} rows does not split evenly over {devices} devices (padding rows would "
+            f"change the loss): use {n - n % devices} or {n + devices - n % devices} rows, or a mesh of a "
+            f"divisor of {n} devices")
+    axis = _axis(mesh)
+
+    def place(leaf):
+        array = host_array(leaf)
+        return _place(array, NamedSharding(mesh, P(axis, *([None] * (array.ndim - 1)))))
+
+    return jax.tree.map(place, batch)
+
+
+def run(solver, params: PyTree, data: PyTree, state: PyTree | None = None, *, mesh: Mesh, **options):
+    """:func:`ntkhom.solvers.driver.run` with the batch split by rows across ``mesh`` (:func:`shard_batch`)
+    and the parameters and solver state replicated, so each step is data-parallel.
+
+    Full batches only (``batch_size`` and data iterators are refused: a minibatch drawn inside the step
+    would gather rows across devices). Returns the driver's ``RunResult`` with params and state as NumPy
+    arrays on every process; the same numbers as on one device, up to the order of the sums.
+    """
+    from ntkhom.solvers import driver
+
+    if options.get("batch_size") is not None:
+        raise ValueError("sharding.run trains on full batches; batch_size is not supported")
+    data = shard_batch(data, mesh)
+    params = replicate(params, mesh)
+    state = replicate(solver.init(params, data) if state is None else state, mesh)
+    result = driver.run(solver, params, data, state, **options)
+    return dataclasses.replace(result, params=jax.tree.map(host_array, result.params),
+                               state=jax.tree.map(host_array, result.state))

@@ -48,6 +48,18 @@ def grid_problem():
     return solver, params, state._replace(s=jnp.linspace(0.0, 1.5, RUNS)), (x, y)
 
 
+def train_problem():
+    """Gradient descent from one initialisation on the first 36 rows (a batch is not padded: 36 = 9 x 4)."""
+    import jax
+
+    from ntkhom import models
+    from ntkhom.solvers import gradient_solver
+
+    x, _, y = problem()
+    model = models.two_layer(16, 0.5, bias=True)
+    return gradient_solver(model, learning_rate=0.05), model.init(jax.random.PRNGKey(11), D), (x[:36], y[:36])
+
+
 def kernel_model():
     import jax
 
@@ -75,6 +87,8 @@ def reference() -> dict:
     hidden = np.asarray(kernels.empirical_ntk_two_layer(hidden_model, hidden_params, x, s=0.3))
     solver, grid_params, grid_state, data = grid_problem()
     grid = driver.run_batch(solver, grid_params, data, grid_state, steps=STEPS, record_every=10)
+    train_solver, train_params, train_data = train_problem()
+    train = driver.run(train_solver, train_params, train_data, steps=STEPS, record_every=10)
     assert len(jax.devices()) == 1
     return {
         "product": dense @ V,
@@ -89,6 +103,8 @@ def reference() -> dict:
         "grid_W": np.asarray(grid.params[0]["W"]),
         "grid_stop_reasons": grid.stop_reasons,
         "grid_messages": grid.messages,
+        "train_loss": train.loss,
+        "train_W": np.asarray(train.params[0]["W"]),
     }
 
 
@@ -116,6 +132,9 @@ def check_against_reference(result: dict, expected: dict) -> None:
     np.testing.assert_allclose(result["grid_loss"], expected["grid_loss"], rtol=1e-12)
     np.testing.assert_allclose(result["grid_W"], expected["grid_W"], rtol=1e-12, atol=1e-14)
     assert result["grid_stop_reasons"] == expected["grid_stop_reasons"]
+    if "train_loss" in result:  # the training step with its batch split by rows
+        np.testing.assert_allclose(result["train_loss"], expected["train_loss"], rtol=1e-12)
+        np.testing.assert_allclose(result["train_W"], expected["train_W"], rtol=1e-12, atol=1e-14)
     assert result["grid_messages"] == expected["grid_messages"]
 
 
@@ -173,6 +192,11 @@ def main(argv):
             results[name] = np.asarray(sharding.shard_operator(op, mesh).matvec(V)).tolist()
         infinite_rows = sharding.sharded_kernel(functools.partial(kernels.infinite_ntk, hidden_model), x, mesh=mesh)
         results["kernel_infinite"] = infinite_rows.gather().tolist()
+        train_solver, train_params, train_data = train_problem()
+        batch = sharding.shard_batch(train_data, mesh)
+        train = sharding.run(train_solver, train_params, train_data, mesh=mesh, steps=STEPS, record_every=10)
+        results.update(train_shards=len(batch[0].sharding.device_set), train_loss=train.loss.tolist(),
+                       train_W=train.params[0]["W"].tolist())
     print(json.dumps(results), flush=True)
     if several:
         jax.distributed.shutdown()

@@ -26,6 +26,7 @@ def test_four_devices_equal_one_device():
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["devices"] == 4 and result["processes"] == 1 and "kernel_infinite" in result
     assert result["kernel_shards"] == 4  # the kernel's rows really live on four devices
+    assert result["train_shards"] == 4 and "train_loss" in result  # and so do the training batch's
     sharded_worker.check_against_reference(result, sharded_worker.reference())
 
 
@@ -71,6 +72,17 @@ def test_bad_arguments_are_named():
         sharding.shard_rows(np.ones(3), object())
     with pytest.raises(ValueError, match="kernel_fn must return"):
         sharding.sharded_kernel(lambda a, b: a, np.ones((3, 2)), mesh=mesh)
+
+
+def test_a_training_batch_is_not_padded():
+    mesh = sharding.device_mesh()
+    placed = sharding.shard_batch((np.ones((5, 2)), np.zeros((5, 1))), mesh)  # one device divides anything
+    assert placed[0].shape == (5, 2)
+    fake = types.SimpleNamespace(devices=np.empty(4, object), axis_names=(sharding.AXIS,))
+    with pytest.raises(ValueError, match="37 rows does not split evenly over 4 devices.*36 or 40 rows"):
+        sharding.shard_batch((np.ones((37, 2)), np.ones((37, 1))), fake)
+    with pytest.raises(ValueError, match="same number of rows"):
+        sharding.shard_batch((np.ones((6, 2)), np.ones((5, 1))), mesh)
 
 
 def test_shard_runs_places_every_leaf_and_keeps_values():
