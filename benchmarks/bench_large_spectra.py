@@ -210,8 +210,12 @@ def _report(case: str, n: int, result: dict, dense: dict | None, rate: float, to
         misses.append(f"peak memory {format_bytes(result['peak_bytes'])} > 8 GiB")
     if case == "a" and n >= 100_000 and result["total_s"] > 600:
         misses.append(f"time {format_seconds(result['total_s'])} > 10 min")
-    if dense is not None and dense.get("status") == "ok" and result["total_s"] > dense["build_s"] + dense["eigvalsh_s"]:
-        misses.append("slower than dense eigvalsh")
+    # The speed target is set at n = 20000 (at n = 5000 dense eigvalsh takes seconds); where dense was not
+    # run, the estimate from DENSE_REFERENCE stands in.
+    dense_s = (dense["build_s"] + dense["eigvalsh_s"] if dense is not None and dense.get("status") == "ok"
+               else DENSE_REFERENCE[1] * (n / DENSE_REFERENCE[0]) ** 3)
+    if n >= 20000 and result["total_s"] > dense_s:
+        misses.append(f"slower than dense eigvalsh ({format_seconds(dense_s)})")
     if misses:
         products = result["lambda_max_products"] + result["lambda_min_products"]
         per_column = result.get("product_block_s", result["product_8_s"]) / result.get("block", 8)

@@ -177,17 +177,29 @@ class RunFolder:
     refuses one whose settings differ. ``run.json`` records the settings, the command line, the ntkhom
     version, the git commit, the devices and a ``status`` (:data:`STATUSES`) kept current by
     :meth:`set_status`.
+
+    Several processes (``jax.distributed``) run the same program; only process 0 writes (``writer``). The
+    others compute every unit as it does and write nothing: they do not check or clear the folder, and with
+    ``"resume"`` they read the units process 0 kept (the folder must then be on a shared file system, or
+    every process holds a copy), so that all skip the same units and their collectives stay matched.
     """
 
     def __init__(self, path: str | Path, settings: dict[str, Any] | None = None, *, mode: str = "new",
-                 command: str | None = None):
+                 command: str | None = None, writer: bool | None = None):
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
-        self.path = check_writable(path)
+        self.writer = _primary_process() if writer is None else bool(writer)
+        self.path = Path(path) if not self.writer else check_writable(path)
         self.settings = to_jsonable(settings or {})
         self._units: dict[str, Any] = {}
         self.resumed_units: list[str] = []
         self.computed_units: list[str] = []
+        if not self.writer:
+            previous = self._existing() if mode == "resume" else None
+            if previous:
+                self._resume(previous)
+            self.record = {"status": "running", "settings": self.settings}
+            return
         previous = self._existing()
         if previous is not None and mode == "new":
             raise RunFolderError(f"--out {self.path} is not empty; pass --overwrite to clear it or --resume to "
@@ -250,7 +262,8 @@ class RunFolder:
         self.record.update(status=status, error=error, computed_units=len(self.computed_units))
         if status != "running":
             self.record["finished"] = _now()
-        self.write_json("run.json", self.record)
+        if self.writer:
+            self.write_json("run.json", self.record)
 
     @property
     def status(self) -> str:
@@ -268,9 +281,10 @@ class RunFolder:
             return self._units[key]
         value = _plain(compute())
         line = json.dumps({"key": key, "value": value})
-        with self.file(_UNITS).open("a") as handle:
-            handle.write(line + "\n")
-            handle.flush()
+        if self.writer:
+            with self.file(_UNITS).open("a") as handle:
+                handle.write(line + "\n")
+                handle.flush()
         self._units[key] = json.loads(line)["value"]
         self.computed_units.append(key)
         return self._units[key]
@@ -288,6 +302,8 @@ class RunFolder:
 
     def write_json(self, name: str, obj: Any) -> Path:
         target = self.file(name)
+        if not self.writer:
+            return target
         tmp = target.with_suffix(target.suffix + ".tmp")
         tmp.write_text(json.dumps(to_jsonable(obj), indent=2) + "\n")
         tmp.replace(target)  # atomic: an interrupt never leaves half a JSON file
@@ -295,6 +311,8 @@ class RunFolder:
 
     def write_csv(self, name: str, rows: list[dict[str, Any]]) -> Path:
         target = self.file(name)
+        if not self.writer:
+            return target
         columns = list(dict.fromkeys(k for row in rows for k in row))
         with target.open("w", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=columns)
@@ -306,6 +324,8 @@ class RunFolder:
     def append_row(self, name: str, row: dict[str, Any]) -> Path:
         """Append one CSV row (header on first write) and flush, so finished work survives an interrupt."""
         target = self.file(name)
+        if not self.writer:
+            return target
         new = not target.exists()
         with target.open("a", newline="") as handle:
             writer = csv.DictWriter(handle, fieldnames=list(row))
@@ -317,19 +337,30 @@ class RunFolder:
 
     def write_text(self, name: str, text: str) -> Path:
         target = self.file(name)
+        if not self.writer:
+            return target
         target.write_text(text)
         return target
 
     def save_figure(self, name: str, figure) -> Path:
         """The figure as ``name`` (PNG) and beside it as vector graphics (same stem, ``.pdf``)."""
         target = self.file(name)
-        figure.savefig(target, dpi=120, bbox_inches="tight")
-        figure.savefig(target.with_suffix(".pdf"), bbox_inches="tight")
+        if self.writer:
+            figure.savefig(target, dpi=120, bbox_inches="tight")
+            figure.savefig(target.with_suffix(".pdf"), bbox_inches="tight")
         if hasattr(figure, "number"):  # made by pyplot: free it
             import matplotlib.pyplot as plt
 
             plt.close(figure)
         return target
+
+
+def _primary_process() -> bool:
+    """False only in a process other than 0 of a ``jax.distributed`` program (JAX is not imported for this)."""
+    jax = sys.modules.get("jax")
+    if jax is None or not jax.distributed.is_initialized():
+        return True
+    return jax.process_index() == 0
 
 
 def _now() -> str:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 from cli_helpers import interrupt_after, run_cli
 
@@ -179,3 +180,24 @@ def test_an_allocation_failure_is_one_line_and_a_failed_run(tmp_path, monkeypatc
     record = json.loads((tmp_path / "run" / "run.json").read_text())
     assert record["status"] == "failed" and "RESOURCE_EXHAUSTED" in record["error"]
     assert "Partial results: the run failed" in (tmp_path / "run" / "summary.md").read_text()
+
+
+def test_only_process_zero_writes_and_the_others_skip_the_same_units(tmp_path):
+    from ntkhom.report import RunFolder
+
+    follower_out = tmp_path / "follower"
+    follower = RunFolder(follower_out, {"n": 3}, writer=False)
+    assert follower.unit("a", lambda: np.float64(1.5)) == 1.5  # computed, returned as stored, not written
+    follower.append_row("points.csv", {"s": 1.0})
+    follower.set_status("finished")
+    assert not follower_out.exists()
+    # Process 0 keeps unit "a"; resuming, a follower reads it and computes only "b", as process 0 does.
+    leader = RunFolder(tmp_path / "shared", {"n": 3})
+    leader.unit("a", lambda: 2.0)
+    calls = []
+    follower = RunFolder(tmp_path / "shared", {"n": 3}, mode="resume", writer=False)
+    assert follower.unit("a", lambda: calls.append("a")) == 2.0
+    follower.unit("b", lambda: calls.append("b") or 3.0)
+    assert calls == ["b"] and (tmp_path / "shared" / "units.jsonl").read_text().count("\n") == 1
+    # A follower never refuses a folder process 0 has just created (mode "new" is process 0's check).
+    RunFolder(tmp_path / "shared", {"n": 3}, writer=False)

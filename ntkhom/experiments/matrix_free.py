@@ -73,12 +73,12 @@ def _path(operator_at: Callable, grid: np.ndarray, mesh, tol: float, report: Cal
         if mesh is not None and mesh.devices.size > 1:
             operator = sharding.shard_operator(operator, mesh)
         key = jax.random.fold_in(jax.random.PRNGKey(0), i)
-        top = eigensolvers.lambda_max(operator, key=key, tol=tol)
-        result = eigensolvers.smallest(operator, 1, key=key, tol=tol, start=start, lambda_max_value=top.value)
-        low = result.eigenvalues[0]
+        # Both ends from one block Lanczos run, started from the lambda_min vector of the previous s.
+        extremes = eigensolvers.extreme_spectrum(operator, 1, key=key, tol=tol, start=start)
+        low, top, result = extremes.lambda_min, extremes.lambda_max, extremes.smallest
         start = result.vectors
         point = PathPoint(float(s), float(low.value), float(top.value), float(low.floor), float(low.residual),
-                          "lobpcg", int(result.iterations), float(low.value - low.bound))
+                          "lanczos", int(result.iterations), float(low.value - low.bound))
         points.append(point)
         report(point)
     return points

@@ -161,7 +161,7 @@ def compute(settings, folder, *, quiet: bool = False) -> None:
     plan = [(w, [None] if w == sweeps.INFINITE else list(range(seeds))) for w in _jobs(settings)]
     total = sum(len(s) for _, s in plan) * len(grid)
     done = sum(len(grid) for w, ss in plan for s in ss if folder.has_unit(_key(w, s)))
-    if done and folder.file("points.csv").exists():  # keep only the points of finished units
+    if done and folder.writer and folder.file("points.csv").exists():  # keep the points of finished units
         from ntkhom.report import read_csv
 
         kept = [r for r in read_csv(folder.file("points.csv"))
