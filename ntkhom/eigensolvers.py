@@ -321,8 +321,9 @@ class _BlockLanczos:
 
 #: Ritz values computed beyond those asked for at each end (their distances estimate the gaps).
 RITZ_GUARD = 8
-#: Factor by which the Lanczos depth grows between checks of the certificates.
-CHECK_GROWTH = 1.1
+#: Factor by which the Lanczos depth grows between checks of the certificates (a check costs a banded
+#: eigensolve, negligible next to the products; more than four blocks apart).
+CHECK_GROWTH = 1.02
 #: Share of the available host memory the Lanczos basis may fill when no budget is given.
 BASIS_MEMORY_FRACTION = 0.25
 
@@ -409,7 +410,7 @@ def _krylov_extremes(K, k_small: int, k_large: int, *, key=None, tol: float = DE
             if (met(low, floor, rounding) and met(high, floor, rounding)) or finished:
                 converged = met(low, floor, rounding) and met(high, floor, rounding)
                 break
-        next_check = min(n, max(krylov.done + b, int(CHECK_GROWTH * krylov.done)))
+        next_check = min(n, max(krylov.done + 4 * b, int(CHECK_GROWTH * krylov.done)))
     seconds = time.perf_counter() - start_time
     steps = krylov.done // max(b, 1)
     small = EigenResult(tuple(low), X_low, counter.columns, steps, converged, seconds)
