@@ -61,7 +61,7 @@ def test_matrix_free_run_gives_the_dense_lambda_min(tmp_path):
     dense, free = (read_csv(tmp_path / name / "points.csv") for name in ("dense", "free"))
     assert len(dense) == len(free) == 6  # infinite width and one seed, three values of s
     for a, b in zip(dense, free):
-        assert (a["width"], a["s"]) == (b["width"], b["s"]) and b["method"] == "lobpcg"
+        assert (a["width"], a["s"]) == (b["width"], b["s"]) and b["method"] == "lanczos"
         assert a["resolved"] == b["resolved"] == "True"
         np.testing.assert_allclose(float(b["lambda_min"]), float(a["lambda_min"]), rtol=1e-8)
         # the certified interval [lower_bound, value] holds the dense value

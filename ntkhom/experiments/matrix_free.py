@@ -61,7 +61,8 @@ def _operator_at(net, params, x):
     return lambda s: operators.model_jacobian_ntk_operator(net, params, x, s=s)
 
 
-def _path(operator_at: Callable, grid: np.ndarray, mesh, tol: float, report: Callable) -> list:
+def _path(operator_at: Callable, grid: np.ndarray, mesh, tol: float, report: Callable,
+          on_progress: Callable | None = None) -> list:
     import jax
 
     from ntkhom import eigensolvers, sharding
@@ -74,7 +75,7 @@ def _path(operator_at: Callable, grid: np.ndarray, mesh, tol: float, report: Cal
             operator = sharding.shard_operator(operator, mesh)
         key = jax.random.fold_in(jax.random.PRNGKey(0), i)
         # Both ends from one block Lanczos run, started from the lambda_min vector of the previous s.
-        extremes = eigensolvers.extreme_spectrum(operator, 1, key=key, tol=tol, start=start)
+        extremes = eigensolvers.extreme_spectrum(operator, 1, key=key, tol=tol, start=start, progress=on_progress)
         low, top, result = extremes.lambda_min, extremes.lambda_max, extremes.smallest
         start = result.vectors
         point = PathPoint(float(s), float(low.value), float(top.value), float(low.floor), float(low.residual),
@@ -96,11 +97,14 @@ def matrix_free_spectra(
     mesh=None,
     tol: float = DEFAULT_TOLERANCE,
     on_point: Callable | None = None,
+    on_progress: Callable | None = None,
 ) -> Iterator:
     """lambda_min(s) at infinite width and each finite width and seed, from kernel products only.
 
     Arguments as :func:`ntkhom.experiments.sweeps.homotopy_spectra` (the networks and their parameters are the same);
-    ``mesh``: shard every product over this mesh (:func:`ntkhom.sharding.device_mesh`; None: one device).
+    ``mesh``: shard every product over this mesh (:func:`ntkhom.sharding.device_mesh`; None: one device);
+    ``on_progress(depth, eigenvalues, products)``: called at each certificate check of every Lanczos run
+    (at n = 10^5 one s takes the better part of an hour on two cores).
 
     Yields:
       one :class:`ntkhom.experiments.sweeps.PathResult` per finished (width, seed), infinite width first,
@@ -128,5 +132,5 @@ def matrix_free_spectra(
         else:
             net = _with_width(model, width)
             operator_at = _operator_at(net, net.init(_seed_key(key, width, seed), x.shape[1]), x)
-        points = _path(operator_at, grid, mesh, tol, report)
+        points = _path(operator_at, grid, mesh, tol, report, on_progress)
         yield PathResult(width, seed, LambdaMinPath(tuple(points)), model.depth, {})

@@ -172,6 +172,10 @@ def compute(settings, folder, *, quiet: bool = False) -> None:
     bar = progress(range(total), total=total, desc="spectra (width, seed, s)", enabled=not quiet)
     bar.update(done)
 
+    def on_lanczos(depth, eigenvalues, products):
+        bar.set_postfix_str(f"Lanczos depth {depth}, lambda_min {eigenvalues[0].value:.6g} "
+                            f"+- {eigenvalues[0].bound:.1e}", refresh=True)
+
     def on_point(width, seed, point):
         folder.append_row("points.csv", {"width": width, "seed": seed, "depth": settings["depth"], **point.row()})
         bar.update(1)
@@ -189,7 +193,8 @@ def compute(settings, folder, *, quiet: bool = False) -> None:
             else:  # products only, split over every device of every process
                 sweep = matrix_free.matrix_free_spectra(model, dataset.x, grid, widths, seeds, key,
                                                         infinite=width == sweeps.INFINITE,
-                                                        mesh=sharding.device_mesh(), on_point=on_point)
+                                                        mesh=sharding.device_mesh(), on_point=on_point,
+                                                        on_progress=on_lanczos)
             for result in sweep:
                 folder.unit(_key(result.width, result.seed), lambda result=result: {
                     "width": result.width, "seed": result.seed, "points": result.rows(),
