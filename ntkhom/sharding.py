@@ -19,9 +19,9 @@ One 1-D mesh over every device of every process (:func:`device_mesh`) serves thr
 Sizes that the device count does not divide are padded by repeating the last row (or run), which keeps
 every value finite, and the padding is cut off before results are returned: results equal those on one
 device. A training batch is the exception: a padded row would add to the loss, so its row count must be a
-multiple of the device count (the error says so). The same code runs on one device, on several devices of one host, and on several hosts after
-:func:`ntkhom.distributed.initialize` (every process holds the same inputs and runs the same program; each
-computes the blocks of its own devices).
+multiple of the device count (the error says so). The same code runs on one device, on several devices of
+one host, and on several hosts after :func:`ntkhom.distributed.initialize` (every process holds the same
+inputs and runs the same program; each computes the blocks of its own devices).
 """
 
 from __future__ import annotations
