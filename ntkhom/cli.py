@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import importlib
 import importlib.util
+import os
 import re
 import shlex
 import signal
@@ -109,20 +110,33 @@ def _show_warning(message, category, filename, lineno, file=None, line=None):
 
 
 @contextlib.contextmanager
-def _sigterm_as_interrupt():
-    """SIGTERM raises KeyboardInterrupt, so a killed run is finalized like a Ctrl-C'd one."""
+def _interrupts():
+    """SIGTERM, and SIGINT unless it was ignored when the process started (nohup), raise KeyboardInterrupt and
+    ask the solver driver to stop after its chunk, so a killed or Ctrl-C'd run is finalized: Python drops an
+    exception raised inside a garbage-collection callback, and the driver's check catches what is dropped."""
     def handler(signum, frame):
+        driver = sys.modules.get("ntkhom.solvers.driver")
+        if driver is not None:
+            driver.request_stop()
         raise KeyboardInterrupt
 
+    previous = {}
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        for number in (signal.SIGTERM, signal.SIGINT):
+            if number == signal.SIGINT and signal.getsignal(number) is signal.SIG_IGN:
+                continue
+            previous[number] = signal.signal(number, handler)
     except ValueError:  # not the main thread: leave signals alone
         yield
         return
     try:
         yield
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for number, old in previous.items():
+            signal.signal(number, old)
+        driver = sys.modules.get("ntkhom.solvers.driver")
+        if driver is not None:
+            driver.clear_stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
         except ValueError as exc:
             return fail(str(exc), 2)
         try:
-            with _sigterm_as_interrupt():
+            with _interrupts():
                 status = execute(folder, lambda: module.compute(settings, folder, quiet=args.quiet),
                                  lambda: module.finalize(settings, folder))
         except ValueError as exc:
@@ -175,5 +189,17 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def entry() -> None:
+    """The ``ntkhom`` command: :func:`main`, then exit with its status. An interrupted run leaves without the
+    interpreter's teardown (its run folder is already finalized and closed): a Ctrl-C can leave XLA work in
+    flight, and tearing the runtime down under it has crashed the process (SIGSEGV) after the message."""
+    code = main()
+    if code == 130:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -147,6 +147,29 @@ def test_keyboard_interrupt_keeps_finished_chunks(problem, monkeypatch):
     assert result.stop_step == 40 and result.steps[-1] == 40
 
 
+def test_a_stop_request_ends_the_run_after_the_current_chunk(problem, monkeypatch):
+    # What the command line's Ctrl-C handler does when Python drops its KeyboardInterrupt (raised inside a
+    # garbage-collection callback): the request alone must stop the run, keeping the chunks that finished.
+    solver, _, A, b = problem
+    real = driver._chunk
+    calls = {"n": 0}
+
+    def request_on_second(*args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            driver.request_stop()
+        return real(*args)
+
+    monkeypatch.setattr(driver, "_chunk", request_on_second)
+    try:
+        result = driver.run(solver, jnp.zeros(5), (A, b), steps=100, record_every=10, chunk=20)
+    finally:
+        driver.clear_stop()
+    assert result.stop_reason == "interrupted"
+    assert result.stop_step == 40 and result.steps[-1] == 40
+    assert driver.run(solver, jnp.zeros(5), (A, b), steps=100, record_every=10, chunk=20).stop_reason == "steps"
+
+
 def test_bad_input_is_refused(problem):
     solver, _, A, b = problem
     w0 = jnp.zeros(5)

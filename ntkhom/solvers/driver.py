@@ -45,6 +45,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import threading
 import time
 from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
@@ -56,9 +57,25 @@ import numpy as np
 from ntkhom.solvers.base import Solver, check_state
 
 __all__ = ["RunResult", "BatchResult", "Progress", "run", "run_batch", "stack", "unstack", "sample_rows",
-           "STOP_REASONS"]
+           "STOP_REASONS", "request_stop", "clear_stop"]
 
 PyTree = Any
+
+#: Set by :func:`request_stop` (the command line's Ctrl-C handler); checked after every chunk.
+_STOP = threading.Event()
+
+
+def request_stop() -> None:
+    """Ask running drivers to stop after their current chunk, as a KeyboardInterrupt would.
+
+    A signal handler calls this before raising KeyboardInterrupt: Python drops an exception raised inside
+    a garbage-collection callback (JAX registers one), so a Ctrl-C landing there would otherwise be lost."""
+    _STOP.set()
+
+
+def clear_stop() -> None:
+    """Forget a stop request (before a new command runs in the same process)."""
+    _STOP.clear()
 
 # Codes used inside compiled code; index = code.
 STOP_REASONS = ("steps", "nonfinite", "diverged", "target_loss", "interrupted", "data_exhausted")
@@ -458,6 +475,8 @@ def _drive(solver, params, data, state, *, steps, record_every, chunk, target_lo
                 if finite.size:
                     latest = float(np.min(finite)) if batched else float(finite[-1])
                 report(False)
+                if _STOP.is_set():
+                    raise KeyboardInterrupt
             if exhausted:
                 break
     except KeyboardInterrupt:
