@@ -259,6 +259,8 @@ class _BlockLanczos:
         U, sigma, Vt = np.linalg.svd(W, full_matrices=False)
         keep = sigma > _BREAKDOWN * reference if np.isfinite(reference) else sigma > 0
         U = U[:, keep]
+        # Again against Q: a direction with a small singular value sigma carries W's leftover part in Q
+        # (eps * ||W before orthogonalisation||) magnified by 1 / sigma.
         U, _ = self._orthogonalize(U) if self.m else (U, None)
         U, _ = np.linalg.qr(U)
         return U, sigma[keep, None] * Vt[keep]

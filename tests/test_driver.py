@@ -130,18 +130,26 @@ def test_batch_equals_separate_runs_and_each_run_stops_on_its_own(problem):
     assert np.isnan(batch.loss[2, -1]) and batch.recorded[2] < batch.loss.shape[1]
 
 
-def test_keyboard_interrupt_keeps_finished_chunks(problem, monkeypatch):
-    solver, _, A, b = problem
-    real = driver._chunk
-    calls = {"n": 0}
+def _on_chunk(monkeypatch, number, action):
+    """Make the driver call ``action()`` as it starts its ``number``-th compiled chunk."""
+    real, calls = driver._chunk, {"n": 0}
 
-    def interrupt_on_third(*args):
+    def chunk(*args):
         calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
+        if calls["n"] == number:
+            action()
         return real(*args)
 
-    monkeypatch.setattr(driver, "_chunk", interrupt_on_third)
+    monkeypatch.setattr(driver, "_chunk", chunk)
+
+
+def _interrupt():
+    raise KeyboardInterrupt
+
+
+def test_keyboard_interrupt_keeps_finished_chunks(problem, monkeypatch):
+    solver, _, A, b = problem
+    _on_chunk(monkeypatch, 3, _interrupt)
     result = driver.run(solver, jnp.zeros(5), (A, b), steps=100, record_every=10, chunk=20)
     assert result.stop_reason == "interrupted"
     assert result.stop_step == 40 and result.steps[-1] == 40
@@ -151,16 +159,7 @@ def test_a_stop_request_ends_the_run_after_the_current_chunk(problem, monkeypatc
     # What the command line's Ctrl-C handler does when Python drops its KeyboardInterrupt (raised inside a
     # garbage-collection callback): the request alone must stop the run, keeping the chunks that finished.
     solver, _, A, b = problem
-    real = driver._chunk
-    calls = {"n": 0}
-
-    def request_on_second(*args):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            driver.request_stop()
-        return real(*args)
-
-    monkeypatch.setattr(driver, "_chunk", request_on_second)
+    _on_chunk(monkeypatch, 2, driver.request_stop)
     try:
         result = driver.run(solver, jnp.zeros(5), (A, b), steps=100, record_every=10, chunk=20)
     finally:
