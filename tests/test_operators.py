@@ -130,6 +130,22 @@ def test_infinite_two_layer_operator_equals_closed_form(trained):
     _close(op.columns(jnp.array([2, 3])), K[:, [2, 3]])
 
 
+def test_angle_complement_equals_numpy_arctan2_in_every_octant():
+    # pi - atan2(y, x) = atan2(y, -x) for y >= 0: NumPy's libm arctan2 is the independent reference.
+    rng = np.random.default_rng(3)
+    size = 200_000
+    x = rng.normal(size=size) * np.exp(rng.uniform(-30, 30, size))
+    y = np.abs(rng.normal(size=size)) * np.exp(rng.uniform(-30, 30, size))
+    x[:50], y[25:75] = 0.0, 0.0  # axes, and the origin (pi/2 by convention)
+    edges = np.tan(np.pi / 8) * np.abs(x[75:100])  # on the octant reduction's switch
+    y[75:100] = edges
+    y[100:125] = np.abs(x[100:125])  # on the diagonal
+    expected = np.arctan2(y, -x)
+    expected[25:50] = np.pi / 2
+    got = np.asarray(jax.jit(operators._angle_complement)(jnp.asarray(y), jnp.asarray(x)))
+    assert np.max(np.abs(got - expected) / np.maximum(expected, 1e-300)) < 1e-15
+
+
 @pytest.mark.parametrize("kind", ["ntk", "nngp"])
 def test_infinite_deep_operator_equals_neural_tangents(kind):
     x = _inputs()
