@@ -66,6 +66,7 @@ __all__ = [
     "spectral_density",
     "rpcholesky",
     "nystrom",
+    "default_block",
     "DEFAULT_TOLERANCE",
 ]
 
@@ -330,9 +331,9 @@ CHECK_GROWTH = 1.02
 BASIS_MEMORY_FRACTION = 0.25
 
 
-def _default_block(operator) -> int:
-    """Columns per product: the operator's ``preferred_block`` (an infinite-width product costs about the
-    same for 1 or 16 columns: its kernel entries dominate), else 1."""
+def default_block(operator) -> int:
+    """Columns per product the block solvers use for ``operator`` unless told: its ``preferred_block`` (an
+    infinite-width product costs about the same for 1 or 32 columns: its kernel entries dominate), else 1."""
     return max(1, int(getattr(operator, "preferred_block", 1)))
 
 
@@ -357,7 +358,7 @@ def _krylov_extremes(K, k_small: int, k_large: int, *, key=None, tol: float = DE
     counter = _Counter(operator)
     if block is not None and int(block) <= 0:
         raise ValueError(f"block must be positive, got {block}")
-    b = int(block) if block is not None else _default_block(operator)
+    b = int(block) if block is not None else default_block(operator)
     if start is not None:  # a warm start: every given vector goes into the first block
         start = np.asarray(start, np.float64).reshape(n, -1)
         b = max(b, start.shape[1])

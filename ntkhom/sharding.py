@@ -37,6 +37,9 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from ntkhom import operators
+from ntkhom.operators import pad_rows
+
 __all__ = [
     "AXIS",
     "RowSharded",
@@ -82,17 +85,6 @@ def padded_size(n: int, mesh: Mesh) -> int:
     """The smallest multiple of the mesh's device count that is >= n."""
     count = mesh.devices.size
     return count * -(-int(n) // count)
-
-
-def pad_rows(x, size: int):
-    """``x`` with its last row repeated up to ``size`` rows (finite padding for any kernel), NumPy or JAX."""
-    n = x.shape[0]
-    if size < n:
-        raise ValueError(f"size must be >= the number of rows {n}, got {size}")
-    if size == n:
-        return x
-    xp = jnp if isinstance(x, jax.Array) else np
-    return xp.concatenate([x, xp.repeat(x[-1:], size - n, axis=0)], axis=0)
 
 
 def _place(array: np.ndarray, sharding: NamedSharding) -> jax.Array:
@@ -372,49 +364,25 @@ def shard_operator(op, mesh: Mesh) -> ShardedOperator:
 
 @jax.tree_util.register_dataclass
 @dataclasses.dataclass(frozen=True)
-class KernelRows:
+class KernelRows(operators._Base):
     """K = kernel_fn(x, x) as an operator whose products are assembled from row tiles (:func:`kernel_rows`)."""
 
     x: jax.Array
     kernel_fn: Callable = dataclasses.field(metadata={"static": True})
     tile: int = dataclasses.field(metadata={"static": True})
 
-    @property
-    def n(self) -> int:
-        return int(self.x.shape[0])
-
-    @property
-    def dtype(self):
-        return self.x.dtype
-
-    @property
-    def shape(self) -> tuple[int, int]:
-        return (self.n, self.n)
-
     def rows_matvec(self, x_rows, V):
         """K(x_rows, x) V, ``tile`` rows at a time: memory O(tile n), the kernel never formed."""
-        count = x_rows.shape[0]
-        tiles = -(-count // self.tile)
-        padded = pad_rows(x_rows, tiles * self.tile).reshape(tiles, self.tile, x_rows.shape[1])
-        out = jax.lax.map(lambda tile: self.kernel_fn(tile, self.x) @ V, padded)
-        return out.reshape(tiles * self.tile, V.shape[1])[:count]
+        return operators.rows_product(self.kernel_fn, x_rows, self.x, V, self.tile)
 
-    def matvec(self, V):
-        """K V on one device (the reference for the sharded product)."""
-        block, vector = _check_block(V, self.n)
-        out = _kernel_rows_matvec(self, block)
-        return out[:, 0] if vector else out
+    def _matvec(self, V, row_sum):  # on one device: the reference for the sharded product
+        return self.rows_matvec(self.x, V)
 
     def diagonal(self):
         return jax.vmap(lambda row: self.kernel_fn(row[None], row[None])[0, 0])(self.x)
 
     def columns(self, index):
         return self.kernel_fn(self.x, self.x[jnp.asarray(index)])
-
-
-@jax.jit
-def _kernel_rows_matvec(op, V):
-    return op.rows_matvec(op.x, V)
 
 
 def kernel_rows(kernel_fn: Callable, x, *, tile: int = 256) -> KernelRows:

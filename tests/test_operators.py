@@ -33,7 +33,8 @@ def test_two_layer_operator_equals_neural_tangents_kernel(phi, trained, bias):
     x = _inputs()
     params = model.init(jax.random.PRNGKey(2), D)
     K = kernels.empirical_ntk(model, params, x)  # neural-tangents Jacobian contraction
-    op = operators.two_layer_ntk_operator(model, params, x, block_width=33)
+    # 16-row tiles: the sign-pattern product's last row tile is padded (37 = 2 * 16 + 5)
+    op = operators.two_layer_ntk_operator(model, params, x, block_width=33, block_rows=16)
     assert (op.patterns is not None) == (phi == "relu" and trained == "hidden")
     V = _block()
     _close(op.matvec(V), K @ V)
@@ -74,6 +75,8 @@ def test_two_layer_operator_refuses_bad_input():
     with pytest.raises(ValueError, match="pattern=True"):
         tanh = models.two_layer(16, phi="tanh")
         operators.two_layer_ntk_operator(tanh, tanh.init(jax.random.PRNGKey(0), D), _inputs(), pattern=True)
+    with pytest.raises(ValueError, match="block_rows must be positive"):
+        operators.two_layer_ntk_operator(model, params, _inputs(), block_rows=0)
 
 
 def test_jacobian_operator_of_deep_network_equals_neural_tangents_kernel():
