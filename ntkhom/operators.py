@@ -78,12 +78,13 @@ __all__ = [
 
 #: Memory budget of one block's temporaries (an n x block slab, a few of them live at once).
 OPERATOR_BLOCK_BYTES = 128 * 2**20
-#: Width block and tile size of the sign-pattern product (TwoLayerNTKOperator._pattern_product): 128 x 2048
-#: float64 tiles were the fastest tried on the 2-core CI machine (one column at n = 20000: 0.50 s, against
-#: 0.53 to 0.74 s for 64 to 512 widths by 512 to 8192 rows; at n = 10^5: 2.6 s, against 3.2 s for the
-#: one-pass product over 64-wide slabs of all rows that came before).
-PATTERN_BLOCK = 128
-PATTERN_TILE_BYTES = 2 * 2**20
+#: Width block and tile size of the sign-pattern product (TwoLayerNTKOperator._pattern_product). Tiles of
+#: 256 widths by about 2048 rows (4 MiB in float64) were among the fastest tried on the 2-core CI machine
+#: (one column at n = 20000: 0.50 to 0.53 s, against 0.53 to 0.74 s for 64 to 512 widths by 512 to 8192
+#: rows; at n = 10^5: 2.6 s, against 3.2 s for the one-pass product over 64-wide slabs of all rows that came
+#: before). Row tiles are balanced so that padding stays under 8 rows a tile.
+PATTERN_BLOCK = 256
+PATTERN_TILE_BYTES = 4 * 2**20
 #: Units per packed word of a sign pattern.
 _WORD_BITS = 32
 #: Multiples of eps of q11 q22 - q12^2 treated as rounding (an angle of exactly 0) in the arc-cosine kernels.
@@ -135,6 +136,12 @@ def pad_rows(x, size: int):
         return x
     xp = jnp if isinstance(x, jax.Array) else np
     return xp.concatenate([x, xp.repeat(x[-1:], size - n, axis=0)], axis=0)
+
+
+def _balanced(n: int, rows: int) -> int:
+    """Rows per tile for n rows in tiles of at most ``rows``: equal tiles, a multiple of 8 (padding < 8 a tile)."""
+    tiles = -(-n // rows)
+    return min(rows, 8 * -(-n // (8 * tiles)))
 
 
 def _pad_rows(x: jax.Array, block: int) -> tuple[jax.Array, int]:
@@ -468,8 +475,8 @@ def two_layer_ntk_operator(
     return TwoLayerNTKOperator(
         x=x_aug, W=W_aug, a=a, patterns=patterns, s=jnp.asarray(s, dtype), model=model, block=block,
         width=width, output_bias="b" in params[1],
-        block_rows=_rows_per_block(block, jnp.dtype(dtype).itemsize, block_rows, temporaries=1,
-                                   budget=PATTERN_TILE_BYTES),
+        block_rows=_balanced(n, _rows_per_block(block, jnp.dtype(dtype).itemsize, block_rows, temporaries=1,
+                                                budget=PATTERN_TILE_BYTES)),
     )
 
 
