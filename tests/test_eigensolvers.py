@@ -130,3 +130,19 @@ def test_bad_arguments():
         eigensolvers.smallest(op, 5)
     with pytest.raises(ValueError, match="square"):
         eigensolvers.largest(np.ones((3, 4)))
+
+
+def test_lanczos_basis_stays_within_its_limit_and_orthonormal():
+    # Growth doubles the basis (8, 16, 32 columns) but stops at the limit: 64 would overshoot 50.
+    rng = np.random.default_rng(5)
+    G = rng.standard_normal((301, 301))
+    A = G @ G.T
+    lanczos = eigensolvers._BlockLanczos(lambda V: A @ V, rng.standard_normal((301, 2)), 8, rng, limit=50)
+    for _ in range(24):
+        lanczos.step()
+    assert lanczos.m == 50 and lanczos.Q.shape[1] == 50
+    Q = lanczos.Q[:, :50]
+    np.testing.assert_allclose(Q.T @ Q, np.eye(50), atol=1e-12)
+    # H is the projection of A on the multiplied columns (an independent product)
+    done = lanczos.done
+    np.testing.assert_allclose(lanczos.H[:done, :done], Q[:, :done].T @ A @ Q[:, :done], atol=1e-9 * np.abs(A).max())
