@@ -145,13 +145,16 @@ class _Counter:
     def __init__(self, operator):
         self.operator = operator
         self.columns = 0
+        self.seconds = 0.0  # spent in products
 
     def __call__(self, V):
         """K V on the host in float64 (the small dense algebra around products stays in NumPy: no
         compilation per block shape)."""
+        start = time.perf_counter()
         self.columns += V.shape[1]
-        out = self.operator.matvec(jnp.asarray(V, self.operator.dtype))
-        return np.asarray(out, np.float64)
+        out = np.asarray(self.operator.matvec(jnp.asarray(V, self.operator.dtype)), np.float64)
+        self.seconds += time.perf_counter() - start
+        return out
 
 
 def _as_operator(K):
@@ -203,6 +206,8 @@ def _ritz_residuals(matvec, X, theta):
 # -- block Lanczos -------------------------------------------------------------------------------------------
 #: Relative singular value below which a new Krylov direction counts as already in the basis.
 _BREAKDOWN = 1e-12
+#: Relative singular value below which new directions are orthogonalised against the basis once more.
+_REORTHOGONALIZE = 1e-4
 
 
 class _BlockLanczos:
@@ -262,9 +267,12 @@ class _BlockLanczos:
         U, sigma, Vt = np.linalg.svd(W, full_matrices=False)
         keep = sigma > _BREAKDOWN * reference if np.isfinite(reference) else sigma > 0
         U = U[:, keep]
-        # Again against Q: a direction with a small singular value sigma carries W's leftover part in Q
-        # (eps * ||W before orthogonalisation||) magnified by 1 / sigma.
-        U, _ = self._orthogonalize(U) if self.m else (U, None)
+        # Again against Q where a singular value sigma is small: the direction then carries W's leftover part
+        # in Q (eps * ||W before orthogonalisation||, at most eps * reference) magnified by 1 / sigma. Above
+        # _REORTHOGONALIZE * reference that is under 1e-12, and the pass (half the cost of a step once the
+        # basis is large) is skipped.
+        if self.m and (not np.isfinite(reference) or sigma[keep].min(initial=np.inf) < _REORTHOGONALIZE * reference):
+            U, _ = self._orthogonalize(U)
         U, _ = np.linalg.qr(U)
         return U, sigma[keep, None] * Vt[keep]
 
@@ -326,9 +334,11 @@ class _BlockLanczos:
 
 #: Ritz values computed beyond those asked for at each end (their distances estimate the gaps).
 RITZ_GUARD = 8
-#: Factor by which the Lanczos depth grows between checks of the certificates (a check costs a banded
-#: eigensolve, negligible next to the products; more than four blocks apart).
+#: Factor by which the Lanczos depth grows between checks of the certificates (and at least four blocks).
 CHECK_GROWTH = 1.02
+#: Most of the time in products that checks may take: a check (a banded eigensolve, 1.3 s at depth 2400
+#: with blocks of 32) waits until the products since the last one took 1 / CHECK_SHARE times as long.
+CHECK_SHARE = 0.1
 #: Share of the available host memory the Lanczos basis may fill when no budget is given.
 BASIS_MEMORY_FRACTION = 0.25
 
@@ -392,6 +402,7 @@ def _krylov_extremes(K, k_small: int, k_large: int, *, key=None, tol: float = DE
         finished = krylov.exhausted or counter.columns >= budget
         if krylov.done < next_check and not finished:
             continue
+        check_start = time.perf_counter()
         theta, Y, residual = krylov.ritz(k_small + RITZ_GUARD, k_large + RITZ_GUARD)
         d = theta.size
         top_value = lambda_max_value if lambda_max_value is not None else float(theta[-1])
@@ -416,7 +427,9 @@ def _krylov_extremes(K, k_small: int, k_large: int, *, key=None, tol: float = DE
             if (met(low, floor, rounding) and met(high, floor, rounding)) or finished:
                 converged = met(low, floor, rounding) and met(high, floor, rounding)
                 break
-        next_check = min(n, max(krylov.done + 4 * b, int(CHECK_GROWTH * krylov.done)))
+        per_column = counter.seconds / max(counter.columns, 1)
+        balance = (time.perf_counter() - check_start) / (CHECK_SHARE * per_column) if per_column > 0 else 0
+        next_check = min(n, max(krylov.done + 4 * b, int(CHECK_GROWTH * krylov.done), krylov.done + int(balance)))
     seconds = time.perf_counter() - start_time
     steps = krylov.done // max(b, 1)
     small = EigenResult(tuple(low), X_low, counter.columns, steps, converged, seconds)
