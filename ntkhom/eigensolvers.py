@@ -243,7 +243,7 @@ class _BlockLanczos:
     def _grow(self, size: int) -> None:
         if size <= self.Q.shape[1]:
             return
-        # Doubling, but never past the limit: at n = 10^5 the step from 4096 to 8192 columns is 3.3 GB.
+        # Doubling, but never past the limit: at n = 10^5 a basis of 8192 columns would take 6.5 GB.
         capacity = max(size, min(2 * self.Q.shape[1], self.limit, self.n))
         Q = np.empty((self.n, capacity))
         Q[:, : self.m] = self.Q[:, : self.m]
@@ -269,8 +269,8 @@ class _BlockLanczos:
         U = U[:, keep]
         # Again against Q where a singular value sigma is small: the direction then carries W's leftover part
         # in Q (eps * ||W before orthogonalisation||, at most eps * reference) magnified by 1 / sigma. Above
-        # _REORTHOGONALIZE * reference that is under 1e-12, and the pass (half the cost of a step once the
-        # basis is large) is skipped.
+        # _REORTHOGONALIZE * reference that is at most eps / 1e-4 = 2.2e-12, and the pass (half the cost of
+        # a step once the basis is large) is skipped.
         if self.m and (not np.isfinite(reference) or sigma[keep].min(initial=np.inf) < _REORTHOGONALIZE * reference):
             U, _ = self._orthogonalize(U)
         U, _ = np.linalg.qr(U)
