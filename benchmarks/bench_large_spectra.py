@@ -4,7 +4,7 @@ ntkhom.eigensolvers), against dense eigvalsh where that fits.
 Cases, on n points uniform on the sphere S^{d-1} in float64:
   (a) the empirical NTK of the two-layer homotopy ReLU network (s = 1, width 8192, d = 32, hidden layer
       trained; sign patterns bit-packed once);
-  (b) its infinite-width NTK (the arc-cosine kernel), assembled row block by row block in every product.
+  (b) its infinite-width NTK (the arc-cosine kernel), assembled in every product, tile by tile over the upper triangle.
 
 Each (case, n) runs in its own process, so its peak memory is its own; dense eigvalsh runs in another.
 Reported: time, peak resident memory, products (columns multiplied by K), certified relative error, and,
