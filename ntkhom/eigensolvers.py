@@ -206,18 +206,27 @@ def _ritz_residuals(matvec, X, theta):
 # -- block Lanczos -------------------------------------------------------------------------------------------
 #: Relative singular value below which a new Krylov direction counts as already in the basis.
 _BREAKDOWN = 1e-12
-#: Relative singular value below which new directions are orthogonalised against the basis once more.
+#: Relative singular value (against the largest column norm before the last Gram-Schmidt pass) below which
+#: new directions are orthogonalised against the basis once more.
 _REORTHOGONALIZE = 1e-4
+#: A Gram-Schmidt pass that leaves every column at least this share of its norm needs no second pass
+#: (the criterion of Daniel, Gragg, Kaufman and Stewart, 1976).
+_SECOND_PASS = 2**-0.5
 
 
 class _BlockLanczos:
-    """Block Lanczos with full reorthogonalisation (two passes of classical Gram-Schmidt), grown one block
-    at a time on the host, so that it can run until a certificate is met rather than to a depth fixed in
-    advance.
+    """Block Lanczos with full reorthogonalisation, grown one block at a time on the host, so that it can run
+    until a certificate is met rather than to a depth fixed in advance.
 
     Holds the orthonormal basis Q (n, m) and the projection H = Q^T K Q of the blocks already multiplied
     (the first ``done`` columns). The last block of Q, not yet multiplied, carries the residuals: for a Ritz
     pair (theta, y) of H, K Q y - theta Q y = Q_last C y_tail, C the coupling of the last step.
+
+    Each product is first cleared of the two blocks the recurrence couples it to, then orthogonalised against
+    the whole basis by classical Gram-Schmidt, a second time only where the first pass removed much of a
+    column: one pass over the basis per step, where the basis (n x depth) is the largest thing in memory and
+    reading it twice per pass is most of a step's bookkeeping. The basis is stored by rows (Q^T), so the
+    columns in use are one contiguous block: reserved up front, its pages are only taken as they are written.
     """
 
     def __init__(self, matvec, V0: np.ndarray, capacity: int, rng: np.random.Generator, limit: int | None = None):
@@ -225,15 +234,22 @@ class _BlockLanczos:
         self.n = V0.shape[0]
         self.limit = self.n if limit is None else int(limit)  # most columns the basis will be grown to hold
         self.rng = rng
-        self.Q = np.empty((self.n, max(capacity, V0.shape[1])))
-        self.H = np.zeros((self.Q.shape[1], self.Q.shape[1]))
+        size = max(capacity, V0.shape[1])
+        self.Qt = np.empty((size, self.n))
+        self.H = np.zeros((size, size))
         self.done = 0
         self.m = 0
+        self.previous = 0  # first column of the block multiplied before the newest one
         self.coupling = np.zeros((0, 0))
         self.scale = 0.0
         self.block = V0.shape[1]
         self.widest = self.block
-        self._append(self._new_directions(np.asarray(V0, np.float64), np.inf))
+        self._append(self._new_directions(np.asarray(V0, np.float64), np.inf, np.inf))
+
+    @property
+    def Q(self) -> np.ndarray:
+        """The basis as columns, (n, capacity): a view of the stored rows."""
+        return self.Qt.T
 
     @property
     def exhausted(self) -> bool:
@@ -241,38 +257,46 @@ class _BlockLanczos:
         return self.done >= self.n
 
     def _grow(self, size: int) -> None:
-        if size <= self.Q.shape[1]:
+        if size <= self.Qt.shape[0]:
             return
         # Doubling, but never past the limit: at n = 10^5 a basis of 8192 columns would take 6.5 GB.
-        capacity = max(size, min(2 * self.Q.shape[1], self.limit, self.n))
-        Q = np.empty((self.n, capacity))
-        Q[:, : self.m] = self.Q[:, : self.m]
+        capacity = max(size, min(2 * self.Qt.shape[0], self.limit, self.n))
+        Qt = np.empty((capacity, self.n))
+        Qt[: self.m] = self.Qt[: self.m]
         H = np.zeros((capacity, capacity))
         H[: self.m, : self.m] = self.H[: self.m, : self.m]
-        self.Q, self.H = Q, H
+        self.Qt, self.H = Qt, H
 
-    def _orthogonalize(self, W: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """W less its part in span(Q[:, :m]) (twice is enough), with the coefficients removed."""
-        basis = self.Q[:, : self.m]
+    def _orthogonalize(self, W: np.ndarray, local: int | None = None) -> tuple[np.ndarray, np.ndarray, float]:
+        """W less its part in span(Q[:, :m]), the coefficients removed, and the largest column norm before the
+        last pass over the basis. ``local``: first clear W of Q[:, local:m] (cheap, the recurrence's blocks)."""
+        basis = self.Qt[: self.m]
         coefficients = np.zeros((self.m, W.shape[1]))
-        for _ in range(2):
-            c = basis.T @ W
-            W = W - basis @ c
+        if local is not None and local < self.m:
+            c = basis[local:] @ W
+            W = W - basis[local:].T @ c
+            coefficients[local:] += c
+        for _ in range(2):  # twice is enough
+            before = np.linalg.norm(W, axis=0)
+            c = basis @ W
+            W = W - basis.T @ c
             coefficients += c
-        return W, coefficients
+            if np.all(np.linalg.norm(W, axis=0) >= _SECOND_PASS * before):
+                break
+        return W, coefficients, float(before.max(initial=0.0))
 
-    def _new_directions(self, W: np.ndarray, reference: float) -> tuple[np.ndarray, np.ndarray]:
-        """Orthonormal directions of W (already orthogonal to Q) and the coupling C with W = Q_new C,
-        dropping those below _BREAKDOWN * reference (W then has no new direction there)."""
+    def _new_directions(self, W: np.ndarray, last: float, reference: float) -> tuple[np.ndarray, np.ndarray]:
+        """Orthonormal directions of W (already orthogonal to Q; ``last``: its largest column norm before the
+        last pass) and the coupling C with W = Q_new C, dropping those below _BREAKDOWN * reference (W then
+        has no new direction there)."""
         U, sigma, Vt = np.linalg.svd(W, full_matrices=False)
         keep = sigma > _BREAKDOWN * reference if np.isfinite(reference) else sigma > 0
         U = U[:, keep]
         # Again against Q where a singular value sigma is small: the direction then carries W's leftover part
-        # in Q (eps * ||W before orthogonalisation||, at most eps * reference) magnified by 1 / sigma. Above
-        # _REORTHOGONALIZE * reference that is at most eps / 1e-4 = 2.2e-12, and the pass (half the cost of
-        # a step once the basis is large) is skipped.
-        if self.m and (not np.isfinite(reference) or sigma[keep].min(initial=np.inf) < _REORTHOGONALIZE * reference):
-            U, _ = self._orthogonalize(U)
+        # in Q (about eps * last) magnified by 1 / sigma. Above _REORTHOGONALIZE * last that is at most
+        # eps / 1e-4 = 2.2e-12, and the pass is skipped.
+        if self.m and (not np.isfinite(reference) or sigma[keep].min(initial=np.inf) < _REORTHOGONALIZE * last):
+            U = self._orthogonalize(U)[0]
         U, _ = np.linalg.qr(U)
         return U, sigma[keep, None] * Vt[keep]
 
@@ -281,29 +305,31 @@ class _BlockLanczos:
         room = self.n - self.m
         U = U[:, :room]
         self._grow(self.m + U.shape[1])
-        self.Q[:, self.m : self.m + U.shape[1]] = U
+        self.Qt[self.m : self.m + U.shape[1]] = U.T
         self.m += U.shape[1]
 
     def step(self) -> None:
         """Multiply the newest block and orthogonalise the product into the next one."""
         lo, hi = self.done, self.m
         if hi == lo:  # the Krylov space is invariant: go on from a fresh random block, orthogonal to it
-            fresh, _ = self._orthogonalize(self.rng.standard_normal((self.n, max(self.block, 1))))
-            self._append(self._new_directions(fresh, np.inf))
+            fresh, _, last = self._orthogonalize(self.rng.standard_normal((self.n, max(self.block, 1))))
+            self._append(self._new_directions(fresh, last, np.inf))
             self.coupling = np.zeros((self.m - hi, 0))
+            self.previous = hi
             return
         W = np.asarray(self.matvec(self.Q[:, lo:hi]), np.float64)
         self.scale = max(self.scale, float(np.max(np.linalg.norm(W, axis=0))))
-        W, coefficients = self._orthogonalize(W)
+        W, coefficients, last = self._orthogonalize(W, local=self.previous)
         self.H[:hi, lo:hi] = coefficients
         self.H[lo:hi, :hi] = coefficients.T
         self.H[lo:hi, lo:hi] = 0.5 * (coefficients[lo:hi] + coefficients[lo:hi].T)
         self.done = hi
-        U, coupling = self._new_directions(W, self.scale) if self.m < self.n else (np.zeros((self.n, 0)),
-                                                                                   np.zeros((0, hi - lo)))
+        U, coupling = self._new_directions(W, last, self.scale) if self.m < self.n else (
+            np.zeros((self.n, 0)), np.zeros((0, hi - lo)))
         self._append((U, coupling))
         self.coupling = coupling[: U.shape[1]]
         self.block = hi - lo
+        self.previous = lo
         self.widest = max(self.widest, self.block)
 
     def ritz(self, low: int, high: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -382,8 +408,11 @@ def _krylov_extremes(K, k_small: int, k_large: int, *, key=None, tol: float = DE
     if start is not None:
         V0[:, : start.shape[1]] = start
     rng = np.random.default_rng(np.asarray(jax.random.key_data(key)).ravel())
-    # The basis holds what was multiplied and the next block: at most the budget and two blocks.
-    krylov = _BlockLanczos(counter, V0, min(n, max(8 * b, 64)), rng, limit=budget + 2 * b)
+    # The basis holds what was multiplied and the next block: at most the budget and two blocks. It is
+    # reserved up to what fits the memory share at once (pages are taken only as columns are written, so a
+    # short run stays small and a long one never copies its basis to grow it); past that it doubles.
+    reserve = min(n, budget + 2 * b, (budget if max_products is None else _basis_budget(n)) + 2 * b)
+    krylov = _BlockLanczos(counter, V0, reserve, rng, limit=budget + 2 * b)
     dtype = floor_dtype or operator.dtype
     next_check = min(n, max(2 * (k_small + k_large) + 8, 16, 4 * b))
 

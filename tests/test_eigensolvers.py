@@ -146,3 +146,38 @@ def test_lanczos_basis_stays_within_its_limit_and_orthonormal():
     # H is the projection of A on the multiplied columns (an independent product)
     done = lanczos.done
     np.testing.assert_allclose(lanczos.H[:done, :done], Q[:, :done].T @ A @ Q[:, :done], atol=1e-9 * np.abs(A).max())
+
+
+def test_lanczos_stays_orthonormal_through_a_graded_spectrum_to_full_depth():
+    # Eigenvalues from 1e-10 to 1 and a 4-fold one that a block of 3 cannot span: the Krylov space turns
+    # invariant before n, and Lanczos goes on from a fresh random block. Each product is orthogonalised by
+    # one pass over the basis (after the recurrence's own blocks) unless the pass removed much of it; the basis
+    # must stay orthonormal to the full depth, and its buffer, reserved up front, must never be copied.
+    rng = np.random.default_rng(11)
+    n = 157
+    values = np.sort(np.concatenate([np.geomspace(1e-10, 1.0, n - 4), np.full(4, 0.37)]))
+    U, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    A = (U * values) @ U.T
+    A = 0.5 * (A + A.T)
+    lanczos = eigensolvers._BlockLanczos(lambda V: A @ V, rng.standard_normal((n, 3)), n + 6, rng, limit=n + 6)
+    buffer = lanczos.Qt
+    while not lanczos.exhausted:
+        lanczos.step()
+    assert lanczos.Qt is buffer
+    Q = lanczos.Q[:, :n]
+    np.testing.assert_allclose(Q.T @ Q, np.eye(n), atol=1e-12)
+    np.testing.assert_allclose(lanczos.H[:n, :n], Q.T @ A @ Q, atol=1e-13)
+    np.testing.assert_allclose(np.linalg.eigvalsh(lanczos.H[:n, :n]), values, atol=1e-13)
+
+
+def test_gram_schmidt_takes_a_second_pass_where_the_first_removed_most():
+    # W = Q c + 1e-10 z: one classical Gram-Schmidt pass leaves about eps ||W|| of W in span(Q), which is
+    # 1e-6 of what remains; the second pass must bring that down to rounding.
+    rng = np.random.default_rng(3)
+    n = 400
+    lanczos = eigensolvers._BlockLanczos(lambda V: V, rng.standard_normal((n, 40)), 40, rng)
+    Q = lanczos.Q[:, :40]
+    W = Q @ rng.standard_normal((40, 2)) * 1e3 + 1e-7 * rng.standard_normal((n, 2))
+    out, coefficients, _ = lanczos._orthogonalize(W)
+    assert np.max(np.abs(Q.T @ out)) < 1e-14 * np.max(np.linalg.norm(out, axis=0))
+    np.testing.assert_allclose(Q @ coefficients + out, W, atol=1e-12 * np.abs(W).max())
