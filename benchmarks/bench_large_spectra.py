@@ -94,7 +94,7 @@ def _product_flops(case: str, n: int, block: int = 1) -> float:
     return 4.0 * n * DIM * WIDTH * block if case == "a" else n * n * DIM + 2.0 * n * n * block
 
 
-def worker_iterative(case: str, n: int, seed: int, tol: float, rank: int | None) -> dict:
+def worker_iterative(case: str, n: int, seed: int, tol: float, rank: int | None, block: int | None = None) -> dict:
     import jax
     import jax.numpy as jnp
 
@@ -106,14 +106,15 @@ def worker_iterative(case: str, n: int, seed: int, tol: float, rank: int | None)
     operator, _ = _setup(case, n, seed)
     jax.block_until_ready(operator)
     setup_s = time.perf_counter() - start
-    block = eigensolvers.default_block(operator) if rank is None else GUARD[case] + 1
+    if block is None:
+        block = eigensolvers.default_block(operator) if rank is None else GUARD[case] + 1
 
     def progress(columns, eigen, products):
         print(f"  Lanczos depth {columns}: lambda_min {eigen[0]} ({time.perf_counter() - start:.0f} s)",
               file=sys.stderr, flush=True)
 
     if rank is None:  # both ends from one block Lanczos run
-        result = eigensolvers.extreme_spectrum(operator, 1, tol=tol, progress=progress)
+        result = eigensolvers.extreme_spectrum(operator, 1, tol=tol, block=block, progress=progress)
         top, bottom = result.largest, result.smallest
         top_products, method = 0, "block Lanczos"
     else:  # the preconditioned LOBPCG, for comparison
@@ -247,6 +248,9 @@ def main(argv=None) -> None:
     parser.add_argument("--tol", type=float, default=TARGET_TOLERANCE,
                         help="relative certified error the solvers aim at")
     parser.add_argument("--rank", type=int, default=None, help="rank of the low-rank preconditioner")
+    parser.add_argument("--block", type=int, default=None,
+                        help="columns per Lanczos product (default: the operator's preferred block, 1 for (a), "
+                             "32 for (b))")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timeout", type=float, default=4 * 3600)
     parser.add_argument("--report", metavar="JSON",
@@ -257,7 +261,7 @@ def main(argv=None) -> None:
     if args.worker:
         case, n = args.case, args.n[0]
         if args.worker == "iterative":
-            out = worker_iterative(case, n, args.seed, args.tol, args.rank)
+            out = worker_iterative(case, n, args.seed, args.tol, args.rank, args.block)
         else:
             out = worker_dense(case, n, args.seed)
         print(json.dumps(out))
@@ -281,6 +285,7 @@ def main(argv=None) -> None:
         for case in cases:
             common = ["--case", case, "--n", str(n), "--seed", str(args.seed)]
             rank = ["--rank", str(args.rank)] if args.rank else []
+            rank += ["--block", str(args.block)] if args.block else []
             result = run_isolated([here, "--worker", "iterative", *common, "--tol", str(args.tol), *rank],
                                   args.timeout)
             dense = None
