@@ -383,6 +383,16 @@ def _basis_budget(n: int) -> int:
     return int(min(n, max(64, BASIS_MEMORY_FRACTION * available // (8 * n))))
 
 
+def _agreed(value: int) -> int:
+    """``value`` as process 0 has it. Under jax.distributed every product is a collective, so every process
+    must take the same steps; a schedule computed from a clock differs between processes."""
+    if jax.process_count() == 1:
+        return value
+    from jax.experimental import multihost_utils
+
+    return int(multihost_utils.broadcast_one_to_all(np.int32(value)))
+
+
 def _krylov_extremes(K, k_small: int, k_large: int, *, key=None, tol: float = DEFAULT_TOLERANCE,
                      block: int | None = None, max_products: int | None = None, floor_dtype=None,
                      lambda_max_value: float | None = None, start=None,
@@ -458,7 +468,8 @@ def _krylov_extremes(K, k_small: int, k_large: int, *, key=None, tol: float = DE
                 break
         per_column = counter.seconds / max(counter.columns, 1)
         balance = (time.perf_counter() - check_start) / (CHECK_SHARE * per_column) if per_column > 0 else 0
-        next_check = min(n, max(krylov.done + 4 * b, int(CHECK_GROWTH * krylov.done), krylov.done + int(balance)))
+        next_check = _agreed(min(n, max(krylov.done + 4 * b, int(CHECK_GROWTH * krylov.done),
+                                        krylov.done + int(balance))))
     seconds = time.perf_counter() - start_time
     steps = krylov.done // max(b, 1)
     small = EigenResult(tuple(low), X_low, counter.columns, steps, converged, seconds)
