@@ -421,7 +421,7 @@ def _krylov_extremes(K, k_small: int, k_large: int, *, key=None, tol: float = DE
     # The basis holds what was multiplied and the next block: at most the budget and two blocks. It is
     # reserved up to what fits the memory share at once (pages are taken only as columns are written, so a
     # short run stays small and a long one never copies its basis to grow it); past that it doubles.
-    reserve = min(n, budget + 2 * b, (budget if max_products is None else _basis_budget(n)) + 2 * b)
+    reserve = min(n, min(budget, _basis_budget(n)) + 2 * b)
     krylov = _BlockLanczos(counter, V0, reserve, rng, limit=budget + 2 * b)
     dtype = floor_dtype or operator.dtype
     next_check = min(n, max(2 * (k_small + k_large) + 8, 16, 4 * b))
