@@ -181,3 +181,27 @@ def test_gram_schmidt_takes_a_second_pass_where_the_first_removed_most():
     out, coefficients, _ = lanczos._orthogonalize(W)
     assert np.max(np.abs(Q.T @ out)) < 1e-14 * np.max(np.linalg.norm(out, axis=0))
     np.testing.assert_allclose(Q @ coefficients + out, W, atol=1e-12 * np.abs(W).max())
+
+
+@pytest.mark.parametrize("block", [1, 3])
+def test_ritz_pairs_at_both_ends_and_their_residuals(block):
+    # Past depth 256 only the wanted pairs are computed (tridiagonal for blocks of one column, else from the
+    # dense projection); their values must be the extreme eigenvalues of H, and the residual read from the
+    # recurrence must equal ||A x - theta x|| from a product, x = Q y.
+    rng = np.random.default_rng(7)
+    n = 401
+    values = np.concatenate([np.geomspace(1e-3, 1.0, n - 3), [5.0, 5.0 + 1e-9, 40.0]])
+    U, _ = np.linalg.qr(rng.standard_normal((n, n)))
+    A = (U * values) @ U.T
+    A = 0.5 * (A + A.T)
+    lanczos = eigensolvers._BlockLanczos(lambda V: A @ V, rng.standard_normal((n, block)), n + 6, rng)
+    while lanczos.done < 300:
+        lanczos.step()
+    d = lanczos.done
+    theta, Y, residual = lanczos.ritz(4, 3)
+    every = np.linalg.eigvalsh(lanczos.H[:d, :d])
+    np.testing.assert_allclose(theta, np.concatenate([every[:4], every[-3:]]), rtol=0, atol=1e-12 * every[-1])
+    X = lanczos.Q[:, :d] @ Y
+    np.testing.assert_allclose(np.linalg.norm(X, axis=0), 1.0, atol=1e-10)
+    direct = np.linalg.norm(A @ X - X * theta, axis=0)
+    np.testing.assert_allclose(residual, direct, rtol=1e-6, atol=1e-11 * every[-1])
