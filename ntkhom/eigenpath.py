@@ -145,6 +145,13 @@ class PathPoint:
             "lower_bound": self.lower_bound,
         }
 
+    @classmethod
+    def from_row(cls, row: dict) -> PathPoint:
+        """The point :meth:`row` describes (also after a JSON round trip, where NaN is the string "nan")."""
+        return cls(float(row["s"]), float(row["lambda_min_computed"]), float(row["lambda_max"]),
+                   float(row["floor"]), float(row["residual"]), str(row["method"]), int(row["iterations"]),
+                   float(row["lower_bound"]))
+
 
 @dataclasses.dataclass(frozen=True)
 class LambdaMinPath:

@@ -69,3 +69,42 @@ def test_matrix_free_run_gives_the_dense_lambda_min(tmp_path):
     record = json.loads((tmp_path / "free" / "run.json").read_text())
     assert record["settings"]["kernel_path"] == "matrix-free"
     assert record["environment"]["processes_and_devices"]["device_count"] >= 1
+
+
+def test_matrix_free_run_keeps_each_finished_point_through_an_interrupt(tmp_path, monkeypatch):
+    """On the matrix-free path one s can take an hour: each finished point is kept on its own, shown in the
+    partial summary with the last Lanczos check of the point in progress, and not computed again by
+    --resume, whose points agree with an uninterrupted run."""
+    from cli_helpers import interrupt_after
+
+    from ntkhom import eigensolvers
+
+    common = ["spectrum", "--matrix-free", "--n", "37", "--d", "3", "--widths", "40", "--seeds", "1",
+              "--s", "0.5", "1.0", "1.5", "--quiet"]
+    assert main([*common, "--out", str(tmp_path / "straight")]) == 0
+    out = tmp_path / "run"
+    with monkeypatch.context() as patch:
+        interrupt_after(patch, 2)  # two points of the infinite-width path finish; the third is interrupted
+        assert main([*common, "--out", str(out)]) == 130
+    rows = read_csv(out / "points.csv")
+    assert [(r["width"], float(r["s"])) for r in rows] == [("inf", 0.5), ("inf", 1.0)]
+    summary = (out / "summary.md").read_text()
+    assert "No path finished" in summary and "## Points of unfinished paths" in summary
+    assert "infinite width, s = 1.5 was in progress" in summary and "None" not in summary
+    assert json.loads((out / "lanczos_progress.json").read_text())["s"] == 1.5
+
+    runs = []
+    original = eigensolvers.extreme_spectrum
+    monkeypatch.setattr(eigensolvers, "extreme_spectrum",
+                        lambda *args, **kw: runs.append(kw.get("start")) or original(*args, **kw))
+    assert main([*common, "--out", str(out), "--resume"]) == 0
+    assert len(runs) == 4 and runs[0] is None  # s = 1.5 at infinite width (no warm start), then width 40
+    record = json.loads((out / "run.json").read_text())
+    assert record["status"] == "finished" and record["resumed_units"] == 2
+    assert not (out / "lanczos_progress.json").exists()
+    summary = (out / "summary.md").read_text()
+    assert "Partial" not in summary and "unfinished" not in summary
+    straight, resumed = read_csv(tmp_path / "straight" / "points.csv"), read_csv(out / "points.csv")
+    assert [(r["width"], r["s"]) for r in resumed] == [(r["width"], r["s"]) for r in straight]
+    for a, b in zip(straight, resumed):
+        np.testing.assert_allclose(float(b["lambda_min"]), float(a["lambda_min"]), rtol=1e-8)

@@ -62,7 +62,7 @@ def _operator_at(net, params, x):
 
 
 def _path(operator_at: Callable, grid: np.ndarray, mesh, tol: float, report: Callable,
-          on_progress: Callable | None = None) -> list:
+          on_progress: Callable | None = None, known: Callable | None = None) -> list:
     import jax
 
     from ntkhom import eigensolvers, sharding
@@ -70,12 +70,18 @@ def _path(operator_at: Callable, grid: np.ndarray, mesh, tol: float, report: Cal
 
     points, start = [], None
     for i, s in enumerate(grid):
+        point = known(float(s)) if known is not None else None
+        if point is not None:  # finished by an earlier run; the next s starts without a warm start
+            points.append(point)
+            start = None
+            continue
         operator = operator_at(float(s))
         if mesh is not None and mesh.devices.size > 1:
             operator = sharding.shard_operator(operator, mesh)
         key = jax.random.fold_in(jax.random.PRNGKey(0), i)
+        progress = None if on_progress is None else (lambda *args, s=float(s): on_progress(s, *args))
         # Both ends from one block Lanczos run, started from the lambda_min vector of the previous s.
-        extremes = eigensolvers.extreme_spectrum(operator, 1, key=key, tol=tol, start=start, progress=on_progress)
+        extremes = eigensolvers.extreme_spectrum(operator, 1, key=key, tol=tol, start=start, progress=progress)
         low, top, result = extremes.lambda_min, extremes.lambda_max, extremes.smallest
         start = result.vectors
         point = PathPoint(float(s), float(low.value), float(top.value), float(low.floor), float(low.residual),
@@ -98,13 +104,16 @@ def matrix_free_spectra(
     tol: float = DEFAULT_TOLERANCE,
     on_point: Callable | None = None,
     on_progress: Callable | None = None,
+    known: Callable | None = None,
 ) -> Iterator:
     """lambda_min(s) at infinite width and each finite width and seed, from kernel products only.
 
     Arguments as :func:`ntkhom.experiments.sweeps.homotopy_spectra` (the networks and their parameters are the same);
     ``mesh``: shard every product over this mesh (:func:`ntkhom.sharding.device_mesh`; None: one device);
-    ``on_progress(depth, eigenvalues, products)``: called at each certificate check of every Lanczos run
-    (at n = 10^5 one s takes the better part of an hour on two cores).
+    ``on_progress(width, seed, s, depth, eigenvalues, products)``: called at each certificate check of every
+    Lanczos run (at n = 10^5 one s takes the better part of an hour on two cores); ``known(width, seed, s)``:
+    a :class:`ntkhom.eigenpath.PathPoint` finished by an earlier run, which is not computed again (or None).
+    ``on_point`` is called for the points computed here only.
 
     Yields:
       one :class:`ntkhom.experiments.sweeps.PathResult` per finished (width, seed), infinite width first,
@@ -132,5 +141,8 @@ def matrix_free_spectra(
         else:
             net = _with_width(model, width)
             operator_at = _operator_at(net, net.init(_seed_key(key, width, seed), x.shape[1]), x)
-        points = _path(operator_at, grid, mesh, tol, report, on_progress)
+        progress = None if on_progress is None else (
+            lambda *args, width=width, seed=seed: on_progress(width, seed, *args))
+        finished = None if known is None else (lambda s, width=width, seed=seed: known(width, seed, s))
+        points = _path(operator_at, grid, mesh, tol, report, progress, finished)
         yield PathResult(width, seed, LambdaMinPath(tuple(points)), model.depth, {})

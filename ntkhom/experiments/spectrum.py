@@ -145,6 +145,22 @@ def _key(width, seed) -> str:
     return f"width={width} seed={seed}"
 
 
+#: The last Lanczos check of the point in progress (matrix-free path), kept for an interrupted run's summary.
+LANCZOS = "lanczos_progress.json"
+
+#: Prefix of the units that hold single points of a path (matrix-free path: one s may take an hour).
+POINT = "point "
+
+
+def _point_key(width, seed, s) -> str:
+    return f"{POINT}{_key(width, seed)} s={float(s)!r}"
+
+
+def _paths(folder) -> list:
+    """The finished paths (units), without the single points."""
+    return [v for k, v in folder.units().items() if not k.startswith(POINT)]
+
+
 def compute(settings, folder, *, quiet: bool = False) -> None:
     """lambda_min paths per (width, seed) as units; points.csv gets a row per finished s as it finishes."""
     import jax
@@ -160,25 +176,42 @@ def compute(settings, folder, *, quiet: bool = False) -> None:
     seeds = settings["seeds"]
     plan = [(w, [None] if w == sweeps.INFINITE else list(range(seeds))) for w in _jobs(settings)]
     total = sum(len(s) for _, s in plan) * len(grid)
-    done = sum(len(grid) for w, ss in plan for s in ss if folder.has_unit(_key(w, s)))
+    def finished_point(width, seed, s) -> bool:
+        return folder.has_unit(_key(width, seed)) or folder.has_unit(_point_key(width, seed, s))
+
+    done = sum(finished_point(w, seed, s) for w, ss in plan for seed in ss for s in grid)
     if done and folder.writer and folder.file("points.csv").exists():  # keep the points of finished units
         from ntkhom.report import read_csv
 
         kept = [r for r in read_csv(folder.file("points.csv"))
-                if folder.has_unit(_key(r["width"], r["seed"] or None))]
+                if finished_point(r["width"], r["seed"] or None, r["s"])]
         folder.file("points.csv").unlink()
         for row in kept:
             folder.append_row("points.csv", row)
+    if folder.writer:  # a check from an earlier, interrupted run describes work that is not kept
+        folder.file(LANCZOS).unlink(missing_ok=True)
     bar = progress(range(total), total=total, desc="spectra (width, seed, s)", enabled=not quiet)
     bar.update(done)
 
-    def on_lanczos(depth, eigenvalues, products):
-        bar.set_postfix_str(f"Lanczos depth {depth}, lambda_min {eigenvalues[0].value:.6g} "
-                            f"+- {eigenvalues[0].bound:.1e}", refresh=True)
+    def on_lanczos(width, seed, s, depth, eigenvalues, products):
+        low = eigenvalues[0]
+        bar.set_postfix_str(f"Lanczos depth {depth}, lambda_min {low.value:.6g} +- {low.bound:.1e}", refresh=True)
+        # The last check of the point in progress, for the summary of an interrupted run.
+        folder.write_json(LANCZOS, {"width": width, "seed": seed, "s": s, "depth": depth, "products": products,
+                                    "value": low.value, "bound": low.bound, "floor": low.floor})
 
     def on_point(width, seed, point):
-        folder.append_row("points.csv", {"width": width, "seed": seed, "depth": settings["depth"], **point.row()})
+        row = point.row()
+        if settings.get("kernel_path", "dense") != "dense":
+            folder.unit(_point_key(width, seed, point.s), lambda: row)
+        folder.append_row("points.csv", {"width": width, "seed": seed, "depth": settings["depth"], **row})
         bar.update(1)
+
+    def known(width, seed, s):
+        from ntkhom.eigenpath import PathPoint
+
+        row = folder.units().get(_point_key(width, seed, s))
+        return None if row is None else PathPoint.from_row(row)
 
     try:
         for width, width_seeds in plan:
@@ -194,7 +227,7 @@ def compute(settings, folder, *, quiet: bool = False) -> None:
                 sweep = matrix_free.matrix_free_spectra(model, dataset.x, grid, widths, seeds, key,
                                                         infinite=width == sweeps.INFINITE,
                                                         mesh=sharding.device_mesh(), on_point=on_point,
-                                                        on_progress=on_lanczos)
+                                                        on_progress=on_lanczos, known=known)
             for result in sweep:
                 folder.unit(_key(result.width, result.seed), lambda result=result: {
                     "width": result.width, "seed": result.seed, "points": result.rows(),
@@ -202,6 +235,8 @@ def compute(settings, folder, *, quiet: bool = False) -> None:
                                 for s, spec in result.spectra.items()}})
     finally:
         bar.close()
+    if folder.writer:  # finished: no point is in progress
+        folder.file(LANCZOS).unlink(missing_ok=True)
 
 
 def _stats(values: np.ndarray):
@@ -223,7 +258,7 @@ def finalize(settings, folder, *, title: str = "NTK spectrum along the homotopy 
     from ntkhom.report import markdown_table, settings_list
 
     grid = np.asarray(settings["s_grid"])
-    results = list(folder.units().values())
+    results = _paths(folder)
     head = [f"# {title}", "",
             f"Data: {settings['dataset']}, n = {settings['n_effective']}, d = {settings['d_effective']}, "
             f"normalization {settings['normalization']}; depth {settings['depth']}, activation "
@@ -231,7 +266,7 @@ def finalize(settings, folder, *, title: str = "NTK spectrum along the homotopy 
             f"{grid[0]:g} to {grid[-1]:g}; finished paths: {len(results)} of "
             f"{sum(1 if w == INFINITE else settings['seeds'] for w in _jobs(settings))}.", ""]
     if not results:
-        return "\n".join(head + ["Nothing finished.", ""])
+        return "\n".join(head + ["No path finished.", ""] + _unfinished(folder))
     widths = list(dict.fromkeys(r["width"] for r in results))
     values, floors = {}, {}
     for width in widths:
@@ -322,8 +357,42 @@ def finalize(settings, folder, *, title: str = "NTK spectrum along the homotopy 
         folder.save_figure("density.png", plots.density_plot(
             spectra, top_floor, title=f"NTK eigenvalue histogram, {plots.curve_label(source['width'])}"
             + ("" if source["seed"] is None else f", seed {source['seed']}")))
+    lines += _unfinished(folder)
     lines += ["## Settings", "", settings_list({k: v for k, v in settings.items() if k != "s_grid"})]
     return "\n".join(lines) + "\n"
+
+
+def _unfinished(folder) -> list[str]:
+    """Summary lines for the points of unfinished paths (kept as units on the matrix-free path) and for the
+    point whose Lanczos run was in progress when the run stopped."""
+    from ntkhom.plots import curve_label
+    from ntkhom.report import markdown_table
+
+    finished = {(str(p["width"]), str(p["seed"])) for p in _paths(folder)}
+    rows = []
+    for key, row in folder.units().items():
+        if not key.startswith(POINT):
+            continue
+        width, seed = (part.split("=", 1)[1] for part in key[len(POINT):].split(" ")[:2])
+        if (width, seed) not in finished:
+            rows.append({"width": width, "seed": None if seed == "None" else int(seed), **row})
+    lines = []
+    if rows:
+        lines += ["## Points of unfinished paths", "",
+                  "Kept as they finished; `--resume` computes the rest of each path.", "",
+                  markdown_table(rows, ["width", "seed", "s", "lambda_min", "lower_bound", "floor", "iterations"])]
+    check = folder.file(LANCZOS)
+    if folder.status != "finished" and check.exists():
+        import json
+
+        last = json.loads(check.read_text())
+        where = curve_label(last["width"]) + ("" if last["seed"] is None else f", seed {last['seed']}")
+        lines += [f"When the run stopped, {where}, s = {last['s']:g} was in progress: at its last check (Lanczos "
+                  f"depth {last['depth']}, {last['products']} products) the smallest Ritz value was "
+                  f"{last['value']:.10g}, an upper bound on lambda_min, with a residual bound of {last['bound']:.1e} "
+                  f"(floor {last['floor']:.1e}). That point is computed again on `--resume`.",
+                  ""]
+    return lines
 
 
 def _snap(grid: np.ndarray, values) -> list[float]:
