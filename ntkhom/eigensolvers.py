@@ -154,6 +154,11 @@ class _Counter:
         self.columns += V.shape[1]
         out = np.asarray(self.operator.matvec(jnp.asarray(V, self.operator.dtype)), np.float64)
         self.seconds += time.perf_counter() - start
+        if not np.all(np.isfinite(out)):
+            bad = int(np.count_nonzero(~np.isfinite(out)))
+            raise FloatingPointError(
+                f"a product K V gave {bad} non-finite value(s) (NaN or inf) after {self.columns} columns: the "
+                "operator's data or parameters hold NaN or inf, or its entries overflow its dtype")
         return out
 
 
@@ -417,10 +422,8 @@ def _krylov_extremes(K, k_small: int, k_large: int, *, key=None, tol: float = DE
     The depth grows until every requested bound (estimated from the recurrence) meets the tolerance; the
     requested Ritz vectors are then checked with a fresh product, and the certificates come from that."""
     start_time = time.perf_counter()
-    operator, n, key = _prepare(K, max(k_small, k_large), key)
+    operator, n, key = _prepare(K, max(k_small, k_large), key, tol, max_products, block)
     counter = _Counter(operator)
-    if block is not None and int(block) <= 0:
-        raise ValueError(f"block must be positive, got {block}")
     b = int(block) if block is not None else default_block(operator)
     if start is not None:  # a warm start: every given vector goes into the first block
         start = np.asarray(start, np.float64).reshape(n, -1)
@@ -523,12 +526,19 @@ def lanczos(operator, v0, steps: int):
     return _LANCZOS[steps](operator, v0)
 
 
-def _prepare(K, k: int, key):
-    """The operator of K, its size n (checking 1 <= k <= n) and the PRNG key (default PRNGKey(0))."""
+def _prepare(K, k: int, key, tol: float | None = None, max_products: int | None = None,
+             block: int | None = None):
+    """The operator of K, its size n (checking 1 <= k <= n, and the options given) and the PRNG key
+    (default PRNGKey(0))."""
     operator = _as_operator(K)
     n = operator.n
     if not 1 <= k <= n:
         raise ValueError(f"k must be between 1 and n = {n}, got {k}")
+    if tol is not None and not (isinstance(tol, int | float | np.floating) and 0 <= tol < 1):
+        raise ValueError(f"tol must be a relative error in [0, 1), got {tol!r}")
+    for name, value in (("max_products", max_products), ("block", block)):
+        if value is not None and not (isinstance(value, int | np.integer) and value >= 1):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
     return operator, n, jax.random.PRNGKey(0) if key is None else key
 
 
@@ -779,7 +789,7 @@ def smallest(K, k: int = 1, *, key=None, tol: float = DEFAULT_TOLERANCE, method:
                                     progress=progress)
         return small
     start_time = time.perf_counter()
-    operator, n, key = _prepare(K, k, key)
+    operator, n, key = _prepare(K, k, key, tol, max_products, block)
     key_start, key_rank, key_max = jax.random.split(key, 3)
     products = 0
     if lambda_max_value is None:

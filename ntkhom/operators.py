@@ -54,6 +54,7 @@ from ntkhom.activations import check_s
 from ntkhom.data import check_inputs
 from ntkhom.kernels import KernelPath
 from ntkhom.models import HomotopyMLP, Params
+from ntkhom.networks import check_params
 
 __all__ = [
     "DenseOperator",
@@ -441,6 +442,7 @@ def two_layer_ntk_operator(
             f"two_layer_ntk_operator needs a two-layer network with one output (got widths={model.widths}, "
             f"out_dim={model.out_dim}); use jacobian_ntk_operator for other networks"
         )
+    check_params(params)
     x = model.check(params, x)
     s = model.s if s is None else check_s(s)
     n, d = x.shape
@@ -575,6 +577,9 @@ def jacobian_ntk_operator(f: Callable, params, x, *, frozen=None, combine: Calla
         raise ValueError(f"x must have a leading axis of samples, got shape {tuple(x.shape)}")
     if not callable(f):
         raise TypeError(f"f must be callable f(params, x), got {type(f).__name__}")
+    check_params(x, "x")  # NaN or inf, where concrete (x may be images: any shape)
+    check_params(params)
+    check_params(frozen, "frozen")
     rows = min(x.shape[0], 1024) if block_rows is None else int(block_rows)
     if rows <= 0:
         raise ValueError(f"block_rows must be positive, got {block_rows}")
@@ -600,6 +605,7 @@ def model_jacobian_ntk_operator(model: HomotopyMLP, params: Params, x, *, s=None
                                 block_rows: int | None = None) -> JacobianNTKOperator:
     """:func:`jacobian_ntk_operator` for a :class:`~ntkhom.models.HomotopyMLP` of any depth, over
     ``model.trained`` (equal to :func:`ntkhom.kernels.empirical_ntk`, tested)."""
+    check_params(params)
     x = model.check(params, x)
     s = model.s if s is None else check_s(s)
     f, combine = _model_functions(model)
@@ -926,6 +932,16 @@ def as_operator(K):
     if is_operator(K):
         return K
     array = jnp.asarray(K)
-    if array.ndim != 2 or array.shape[0] != array.shape[1]:
-        raise ValueError(f"expected a kernel operator or a square matrix, got shape {tuple(array.shape)}")
+    if array.ndim != 2 or array.shape[0] != array.shape[1] or array.shape[0] == 0:
+        raise ValueError(f"expected a kernel operator or a non-empty square matrix, got shape {tuple(array.shape)}")
+    if not isinstance(K, jax.core.Tracer):  # checked where concrete
+        from ntkhom.spectrum import SYMMETRY_TOLERANCE, asymmetry
+
+        host = np.asarray(array)
+        bad = int(np.count_nonzero(~np.isfinite(host)))
+        if bad:
+            raise ValueError(f"the matrix contains {bad} non-finite value(s) (NaN or inf)")
+        skew = asymmetry(host)
+        if skew > SYMMETRY_TOLERANCE:
+            raise ValueError(f"the matrix is not symmetric (max |K - K^T| / max |K| = {skew:.2e})")
     return DenseOperator(array)

@@ -130,6 +130,37 @@ def test_bad_arguments():
         eigensolvers.smallest(op, 5)
     with pytest.raises(ValueError, match="square"):
         eigensolvers.largest(np.ones((3, 4)))
+    for tol in (-1e-6, float("nan"), 1.0, "1e-6"):
+        with pytest.raises(ValueError, match="tol must be"):
+            eigensolvers.lambda_min(op, tol=tol)
+    with pytest.raises(ValueError, match="max_products must be a positive integer"):
+        eigensolvers.extreme_spectrum(op, max_products=0)
+    with pytest.raises(ValueError, match="block must be a positive integer"):
+        eigensolvers.smallest(op, 1, method="lobpcg", rank=2, block=0)
+
+
+def test_bad_matrices_and_non_finite_products_are_refused_in_one_line():
+    rng = np.random.default_rng(0)
+    A = rng.normal(size=(7, 7))
+    K = A @ A.T
+    skewed = K.copy()
+    skewed[0, 3] += 1e-3 * np.abs(K).max()  # a small asymmetry, well above rounding
+    with pytest.raises(ValueError, match="not symmetric") as info:
+        eigensolvers.lambda_min(skewed)
+    assert "\n" not in str(info.value)
+    holed = K.copy()
+    holed[2, 5] = holed[5, 2] = np.inf
+    with pytest.raises(ValueError, match="2 non-finite value"):
+        eigensolvers.lambda_max(holed)
+    # An operator whose products turn NaN (bad data got past construction): a stop that says so, not a
+    # LinAlgError from deep inside the solver.
+    with pytest.raises(FloatingPointError, match="non-finite value") as info:
+        eigensolvers.extreme_spectrum(operators.DenseOperator(jnp.asarray(holed)))
+    assert "\n" not in str(info.value)
+    # A symmetric matrix up to rounding is accepted, and its value is the dense one.
+    noisy = K + 1e-12 * np.abs(K).max() * rng.normal(size=K.shape)
+    assert eigensolvers.lambda_min(noisy).value == pytest.approx(np.linalg.eigvalsh(0.5 * (noisy + noisy.T))[0],
+                                                                  rel=1e-8)
 
 
 def test_lanczos_basis_stays_within_its_limit_and_orthonormal():

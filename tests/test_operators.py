@@ -77,6 +77,29 @@ def test_two_layer_operator_refuses_bad_input():
         operators.two_layer_ntk_operator(tanh, tanh.init(jax.random.PRNGKey(0), D), _inputs(), pattern=True)
     with pytest.raises(ValueError, match="block_rows must be positive"):
         operators.two_layer_ntk_operator(model, params, _inputs(), block_rows=0)
+    bad = jax.tree.map(lambda p: p, params)
+    bad[1]["W"] = bad[1]["W"].at[3, 0].set(jnp.inf)
+    with pytest.raises(ValueError, match=r"params\[1\]\['W'\] contains inf"):
+        operators.two_layer_ntk_operator(model, bad, _inputs())
+
+
+def test_jacobian_operators_refuse_non_finite_inputs_and_parameters():
+    model = models.mlp((5, 4))
+    params = model.init(jax.random.PRNGKey(0), D)
+    x = np.array(_inputs())
+    x[2, 1] = np.nan
+    with pytest.raises(ValueError, match="x contains NaN"):
+        operators.jacobian_ntk_operator(lambda p, x: model.apply(p, x), params, x)
+    bad = jax.tree.map(lambda p: p, params)
+    bad[0]["W"] = bad[0]["W"].at[0, 0].set(jnp.nan)
+    with pytest.raises(ValueError, match=r"params\[0\]\['W'\] contains NaN"):
+        operators.model_jacobian_ntk_operator(model, bad, _inputs())
+    with pytest.raises(ValueError, match="contains NaN"):
+        operators.network_ntk_operator(model, bad, _inputs())
+    # Traced parameters are not checked (their values are unknown) and still give the product.
+    V = _block()
+    traced = jax.jit(lambda p: operators.model_jacobian_ntk_operator(model, p, _inputs()).matvec(V))(params)
+    _close(traced, operators.model_jacobian_ntk_operator(model, params, _inputs()).matvec(V))
 
 
 def test_jacobian_operator_of_deep_network_equals_neural_tangents_kernel():
