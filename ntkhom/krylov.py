@@ -15,6 +15,7 @@ estimate. Cost: m products per column of r_0, memory O(n m).
 
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -76,6 +77,11 @@ def quadratic_form(K, r, log_f, *, tol: float = DEFAULT_TOLERANCE, depth: int = 
     Returns:
       (values, error estimates, depth, products, converged).
     """
+    if not (isinstance(tol, int | float | np.floating) and 0 <= tol < 1):
+        raise ValueError(f"tol must be a relative error in [0, 1), got {tol!r}")
+    for name, value in (("depth", depth), ("max_depth", max_depth)):
+        if not (isinstance(value, int | np.integer) and value >= 1):
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
     operator = as_operator(K)
     n = operator.n
     r = _residual(r, n)
@@ -105,10 +111,12 @@ def quadratic_form(K, r, log_f, *, tol: float = DEFAULT_TOLERANCE, depth: int = 
         depth = int(min(2 * depth, max_depth, n))
 
 
-def _steps(steps) -> np.ndarray:
+def _steps(steps, name: str = "times", integer: bool = False) -> np.ndarray:
     t = np.asarray(steps, np.float64)
     if t.ndim != 1 or np.any(t < 0) or not np.all(np.isfinite(t)):
-        raise ValueError("steps (or times) must be a 1-D array of finite non-negative numbers")
+        raise ValueError(f"{name} must be a 1-D array of finite non-negative numbers")
+    if integer and np.any(t != np.round(t)):
+        raise ValueError(f"{name} must be whole numbers of gradient steps, got {t[t != np.round(t)][:3].tolist()}")
     return t
 
 
@@ -126,18 +134,26 @@ def linearized_loss(K, r0, learning_rate, steps, *, tol: float = DEFAULT_TOLERAN
     eta = float(learning_rate)
     if not (np.isfinite(eta) and eta > 0):
         raise ValueError(f"learning_rate must be a positive finite number, got {learning_rate}")
-    t = _steps(steps)
+    t = _steps(steps, "steps", integer=True)
+    top = [0.0]  # the largest Ritz value seen, a lower bound on lambda_max
 
     def log_f(theta):
+        top[0] = max(top[0], float(np.max(theta, initial=0.0)))
         return 2 * t[:, None] * np.log(np.maximum(np.abs(1 - eta * theta), 1e-300))[None, :]
 
-    loss, error, depth, products, converged = quadratic_form(K, r0, log_f, tol=tol, max_depth=max_depth)
+    with np.errstate(over="ignore", invalid="ignore"):  # a diverging curve overflows to inf: said below
+        loss, error, depth, products, converged = quadratic_form(K, r0, log_f, tol=tol, max_depth=max_depth)
+    error = np.where(np.isfinite(loss), error, np.inf)
+    if eta * top[0] > 2:
+        warnings.warn(f"learning_rate {eta:g} is above 2 / lambda_max (lambda_max >= {top[0]:.6g}, a Ritz value): "
+                      "linearized gradient descent diverges, its loss growing like |1 - eta lambda_max|^(2t)"
+                      + (" (inf: beyond float64)" if not np.all(np.isfinite(loss)) else ""), stacklevel=2)
     return LossCurve(0.5 * loss, 0.5 * error, depth, products, converged)
 
 
 def flow_loss(K, r0, times, *, tol: float = DEFAULT_TOLERANCE, max_depth: int = 512) -> LossCurve:
     """Gradient-flow loss L(t) = 1/2 ||exp(-t K) r_0||^2 for t in ``times`` by Lanczos quadrature."""
-    t = _steps(times)
+    t = _steps(times, "times")
 
     def log_f(theta):
         return -2 * t[:, None] * theta[None, :]

@@ -73,7 +73,8 @@ def _residual(r0, n: int, xp=np):
     return r
 
 
-def _steps(steps, xp=np):
+def _steps(steps, xp=np, integer: bool = False):
+    """``integer``: whole numbers of gradient steps ((1 - eta lambda)^t of a negative base needs them)."""
     if xp is not np:
         t = jnp.asarray(steps, _device_float())
         if t.ndim != 1:
@@ -82,6 +83,8 @@ def _steps(steps, xp=np):
     t = np.asarray(steps, dtype=np.float64)
     if t.ndim != 1 or np.any(t < 0) or not np.all(np.isfinite(t)):
         raise ValueError("steps (or times) must be a 1-D array of finite non-negative numbers")
+    if integer and np.any(t != np.round(t)):
+        raise ValueError(f"steps must be whole numbers of gradient steps, got {t[t != np.round(t)][:3].tolist()}")
     return t
 
 
@@ -116,7 +119,7 @@ def linearized_residuals(K, r0, learning_rate: float, steps) -> np.ndarray:
     eigenvalues, V = _eigen(K, xp)
     r = _residual(r0, V.shape[0], xp)
     eta = _positive("learning_rate", learning_rate)
-    t = _steps(steps, xp)
+    t = _steps(steps, xp, integer=True)
     coeffs = V.T @ r  # (n, k)
     factors = (1 - eta * eigenvalues)[None, :] ** t[:, None]  # integer t: a negative base is fine
     return xp.einsum("ij,tj,jk->tik", V, factors, coeffs)
@@ -128,7 +131,7 @@ def linearized_loss(K, r0, learning_rate: float, steps) -> np.ndarray:
     eigenvalues, V = _eigen(K, xp)
     r = _residual(r0, V.shape[0], xp)
     eta = _positive("learning_rate", learning_rate)
-    t = _steps(steps, xp)
+    t = _steps(steps, xp, integer=True)
     weights = xp.sum((V.T @ r) ** 2, axis=1)  # squared residual weight of each eigen-direction
     # (1 - eta lambda)^(2t) in logs, so long horizons neither overflow nor lose the tiny factors
     log_factor = xp.log(xp.maximum(xp.abs(1 - eta * eigenvalues), 1e-300))

@@ -40,5 +40,35 @@ def test_bad_arguments(problem):
         krylov.linearized_loss(op, r0, -1.0, [1])
     with pytest.raises(ValueError, match="r0 must have shape"):
         krylov.flow_loss(op, r0[:10], [1.0])
-    with pytest.raises(ValueError, match="steps"):
+    with pytest.raises(ValueError, match="times must be"):
         krylov.flow_loss(op, r0, [-1.0])
+    with pytest.raises(ValueError, match="whole numbers of gradient steps"):
+        krylov.linearized_loss(op, r0, 0.1, [0, 2.5])
+    with pytest.raises(ValueError, match="tol must be"):
+        krylov.linearized_loss(op, r0, 0.1, [1], tol=-1e-8)
+    with pytest.raises(ValueError, match="max_depth must be a positive integer"):
+        krylov.flow_loss(op, r0, [1.0], max_depth=0)
+
+
+def test_a_diverging_step_is_announced_and_its_curve_still_exact():
+    # K = Q diag(lam) Q^T with a known spectrum, off the unit scale; eta above 2 / lambda_max = 0.4.
+    rng = np.random.default_rng(3)
+    lam = np.array([5.0, 2.0, 0.7, 0.3, 0.05])
+    Q, _ = np.linalg.qr(rng.normal(size=(5, 5)))
+    K = (Q * lam) @ Q.T
+    r0 = rng.normal(size=5)
+    eta, steps = 0.45, np.array([0, 1, 7, 30])
+    with pytest.warns(UserWarning, match="above 2 / lambda_max .* diverges"):
+        curve = krylov.linearized_loss(K, r0, eta, steps)
+    exact = [0.5 * np.sum((Q.T @ r0) ** 2 * (1 - eta * lam) ** (2 * t)) for t in steps]
+    np.testing.assert_allclose(curve.loss, exact, rtol=1e-10)
+    assert curve.loss[-1] > 1e3 * curve.loss[0]
+    with pytest.warns(UserWarning, match=r"inf: beyond float64"):
+        far = krylov.linearized_loss(K, r0, eta, [1, 10**6])
+    assert np.isinf(far.loss[1]) and np.isinf(far.error[1]) and np.isfinite(far.loss[0])
+    # below the limit: no warning
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        krylov.linearized_loss(K, r0, 0.39, steps)

@@ -129,6 +129,8 @@ def test_bad_input_is_refused():
         theory.linearized_loss(K, np.ones(3), -0.1, [0, 1])
     with pytest.raises(ValueError, match="steps"):
         theory.linearized_loss(K, np.ones(3), 0.1, [-1])
+    with pytest.raises(ValueError, match="whole numbers of gradient steps"):
+        theory.linearized_residuals(K, np.ones(3), 0.1, [1, 2.5])
     with pytest.raises(ValueError, match="square"):
         theory.linearized_loss(np.ones((3, 2)), np.ones(3), 0.1, [0])
     with pytest.raises(ValueError, match="symmetric"):
