@@ -93,6 +93,8 @@ def _check(settings: Settings) -> None:
     explicit = (settings.coordinator_address, settings.num_processes, settings.process_id)
     if settings.auto or all(v is None for v in explicit):
         return
+    if settings.num_processes is not None and settings.num_processes < 1:
+        raise ValueError(f"--num-processes must be >= 1, got {settings.num_processes}")
     if any(v is None for v in explicit):
         raise ValueError("several processes need all of --coordinator-address, --num-processes and --process-id "
                          f"(or {', '.join(list(ENVIRONMENT.values())[:3])}); got "
@@ -100,8 +102,6 @@ def _check(settings: Settings) -> None:
                          f"process_id={settings.process_id}")
     if ":" not in settings.coordinator_address:
         raise ValueError(f"--coordinator-address must be HOST:PORT, got {settings.coordinator_address!r}")
-    if settings.num_processes < 1:
-        raise ValueError(f"--num-processes must be >= 1, got {settings.num_processes}")
     if not 0 <= settings.process_id < settings.num_processes:
         raise ValueError(f"--process-id must be in 0..{settings.num_processes - 1}, got {settings.process_id}")
 

@@ -69,6 +69,7 @@ def test_flags_win_over_environment_and_environment_fills_the_rest():
     (distributed.Settings("localhost", 2, 0), "HOST:PORT"),
     (distributed.Settings("127.0.0.1:1", 2, 2), "--process-id must be in 0..1"),
     (distributed.Settings("127.0.0.1:1", 0, 0), "--num-processes must be >= 1"),
+    (distributed.Settings(None, 0, None), "--num-processes must be >= 1"),  # said first, not "need all of"
 ])
 def test_incomplete_or_bad_settings_are_refused_before_joining(settings, message):
     with pytest.raises(ValueError, match=message):
