@@ -183,9 +183,15 @@ def sharded_kernel(kernel_fn: Callable, x1, x2=None, *, mesh: Mesh) -> RowSharde
     Returns:
       :class:`RowSharded` with ``data`` (padded n1, n2) sharded by rows and ``n = n1``.
     """
+    from ntkhom.networks import check_params
+
     axis = _axis(mesh)
     x1 = np.asarray(x1)
     x2 = x1 if x2 is None else np.asarray(x2)
+    if x1.ndim < 1 or x1.shape[0] == 0 or x2.ndim < 1 or x2.shape[0] == 0:
+        raise ValueError(f"sharded_kernel needs points with a leading row axis, got shapes {x1.shape} and {x2.shape}")
+    check_params(x1, "x1")
+    check_params(x2, "x2")
     n1 = x1.shape[0]
     size = padded_size(n1, mesh)
     padded = pad_rows(x1, size)

@@ -72,6 +72,12 @@ def test_bad_arguments_are_named():
         sharding.shard_rows(np.ones(3), object())
     with pytest.raises(ValueError, match="kernel_fn must return"):
         sharding.sharded_kernel(lambda a, b: a, np.ones((3, 2)), mesh=mesh)
+    holed = np.ones((3, 2))
+    holed[1, 0] = np.inf
+    with pytest.raises(ValueError, match="x2 contains inf"):
+        sharding.sharded_kernel(_gaussian, np.ones((3, 2)), holed, mesh=mesh)
+    with pytest.raises(ValueError, match="leading row axis"):
+        sharding.sharded_kernel(_gaussian, np.ones((0, 2)), mesh=mesh)
 
 
 def test_a_training_batch_is_not_padded():
