@@ -92,6 +92,15 @@ def test_matrix_free_run_keeps_each_finished_point_through_an_interrupt(tmp_path
     assert "No path finished" in summary and "## Points of unfinished paths" in summary
     assert "infinite width, s = 1.5 was in progress" in summary and "None" not in summary
     assert json.loads((out / "lanczos_progress.json").read_text())["s"] == 1.5
+    # Stopped when a point had finished and the next had not reached its first check: no point in progress.
+    (out / "lanczos_progress.json").write_text(json.dumps({"width": "inf", "seed": None, "s": 1.0, "depth": 9,
+                                                          "products": 9, "value": 0.5, "bound": 0.1, "floor": 0}))
+    from ntkhom.experiments import spectrum
+    from ntkhom.report import RunFolder
+
+    folder = RunFolder(out, json.loads((out / "run.json").read_text())["settings"], mode="resume")
+    folder.record["status"] = "interrupted"
+    assert "in progress" not in spectrum.finalize(folder.settings, folder)
 
     runs = []
     original = eigensolvers.extreme_spectrum

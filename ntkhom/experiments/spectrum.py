@@ -204,6 +204,8 @@ def compute(settings, folder, *, quiet: bool = False) -> None:
         row = point.row()
         if settings.get("kernel_path", "dense") != "dense":
             folder.unit(_point_key(width, seed, point.s), lambda: row)
+            if folder.writer:  # its last check belongs to a finished point now
+                folder.file(LANCZOS).unlink(missing_ok=True)
         folder.append_row("points.csv", {"width": width, "seed": seed, "depth": settings["depth"], **row})
         bar.update(1)
 
@@ -386,6 +388,8 @@ def _unfinished(folder) -> list[str]:
         import json
 
         last = json.loads(check.read_text())
+        if folder.has_unit(_point_key(last["width"], last["seed"], last["s"])):
+            return lines
         where = curve_label(last["width"]) + ("" if last["seed"] is None else f", seed {last['seed']}")
         lines += [f"When the run stopped, {where}, s = {last['s']:g} was in progress: at its last check (Lanczos "
                   f"depth {last['depth']}, {last['products']} products) the smallest Ritz value was "
