@@ -174,8 +174,12 @@ def _report(case: str, n: int, result: dict, dense: dict | None, rate: float, to
     if result.get("status") != "ok":
         print(f"  iterative: {result.get('status')}")
         return
+    from ntkhom.eigensolvers import certified_digits  # digits down to the bound's, no further
+
     lmax_rel = result["lambda_max_bound"] / abs(result["lambda_max"])
     lmin_rel = result["lambda_min_bound"] / abs(result["lambda_min"])
+    lmax = certified_digits(result["lambda_max"], result["lambda_max_bound"])
+    lmin = certified_digits(result["lambda_min"], result["lambda_min_bound"])
     if result.get("product_8_s"):
         print(f"  setup {format_seconds(result['setup_s'])}; one product: 1 column "
               f"{format_seconds(result['product_1_s'])}, 8 columns {format_seconds(result['product_8_s'])} "
@@ -185,11 +189,11 @@ def _report(case: str, n: int, result: dict, dense: dict | None, rate: float, to
               f"{format_seconds(result['product_block_s'])} "
               f"({_product_flops(case, n, result['block']) / result['product_block_s'] / 1e9:.1f} GF/s vs matmul "
               f"{rate:.1f} GF/s)")
-    print(f"  lambda_max = {result['lambda_max']:.12g} +- {result['lambda_max_bound']:.1e} (rel {lmax_rel:.1e}), "
+    print(f"  lambda_max = {lmax} +- {result['lambda_max_bound']:.1e} (rel {lmax_rel:.1e}), "
           + (f"{result['lambda_max_products']} products, {format_seconds(result['lambda_max_s'])}"
              if result["lambda_max_products"] else "from the same Lanczos run"))
     resolved = "" if result["lambda_min_resolved"] else "  UNRESOLVED (interval reaches the floor)"
-    print(f"  lambda_min = {result['lambda_min']:.12g} +- {result['lambda_min_bound']:.1e} (rel {lmin_rel:.1e}, "
+    print(f"  lambda_min = {lmin} +- {result['lambda_min_bound']:.1e} (rel {lmin_rel:.1e}, "
           f"residual {result['lambda_min_residual']:.1e}, floor {result['floor']:.1e}), "
           f"{result['lambda_min_products']} products, {result['lambda_min_iterations']} iterations of "
           f"{result.get('method', 'LOBPCG')} (block {result.get('block', 8)}), "
@@ -201,10 +205,12 @@ def _report(case: str, n: int, result: dict, dense: dict | None, rate: float, to
             print(f"  dense eigvalsh: {dense.get('status')}")
         else:
             dense_total = dense["build_s"] + dense["eigvalsh_s"]
+            # dense eigvalsh is accurate to the floor n eps lambda_max, not beyond
+            dense_min, dense_max = (certified_digits(dense[k], result["floor"]) for k in ("lambda_min", "lambda_max"))
             print(f"  dense: build {format_seconds(dense['build_s'])} + eigvalsh {format_seconds(dense['eigvalsh_s'])}"
-                  f", peak {format_bytes(dense['peak_bytes'])}; lambda_min {dense['lambda_min']:.12g} "
+                  f", peak {format_bytes(dense['peak_bytes'])}; lambda_min {dense_min} "
                   f"(|diff|/value {abs(dense['lambda_min'] - result['lambda_min']) / abs(dense['lambda_min']):.1e})"
-                  f", lambda_max {dense['lambda_max']:.12g} (|diff|/value "
+                  f", lambda_max {dense_max} (|diff|/value "
                   f"{abs(dense['lambda_max'] - result['lambda_max']) / abs(dense['lambda_max']):.1e})")
             print(f"  ratio dense / matrix-free: time {dense_total / result['total_s']:.2f}x, "
                   f"memory {dense['peak_bytes'] / result['peak_bytes']:.2f}x")

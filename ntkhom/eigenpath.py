@@ -125,10 +125,13 @@ class PathPoint:
     method: str
     iterations: int = 0
     lower_bound: float = float("nan")
+    converged: bool = True
 
     @property
     def resolved(self) -> bool:
-        return self.lambda_min > self.floor
+        """Above the floor, from an iteration that converged (an unconverged Ritz value is only an upper
+        bound)."""
+        return self.converged and self.lambda_min > self.floor
 
     def row(self) -> dict:
         """Plain numbers for JSON/CSV; an unresolved lambda_min is None, its upper bound beside it."""
@@ -143,14 +146,16 @@ class PathPoint:
             "method": self.method,
             "iterations": self.iterations,
             "lower_bound": self.lower_bound,
+            "converged": self.converged,
         }
 
     @classmethod
     def from_row(cls, row: dict) -> PathPoint:
         """The point :meth:`row` describes (also after a JSON round trip, where NaN is the string "nan")."""
+        converged = row.get("converged", True)
         return cls(float(row["s"]), float(row["lambda_min_computed"]), float(row["lambda_max"]),
                    float(row["floor"]), float(row["residual"]), str(row["method"]), int(row["iterations"]),
-                   float(row["lower_bound"]))
+                   float(row["lower_bound"]), converged in (True, "True"))
 
 
 @dataclasses.dataclass(frozen=True)

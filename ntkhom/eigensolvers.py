@@ -40,6 +40,7 @@ from __future__ import annotations
 
 import math
 import time
+import warnings
 from typing import NamedTuple
 
 import jax
@@ -53,6 +54,7 @@ from ntkhom.spectrum import numerical_floor
 
 __all__ = [
     "CertifiedEigenvalue",
+    "certified_digits",
     "EigenResult",
     "LowRank",
     "SpectralDensity",
@@ -76,6 +78,20 @@ DEFAULT_TOLERANCE = 1e-10
 GUARD_VECTORS = 3
 #: Relative size below which a direction of the LOBPCG search space is dropped as dependent.
 _DROP = 1e-12
+
+
+def certified_digits(value: float, bound: float, most: int = 12) -> str:
+    """``value`` printed to the decimal place of ``bound`` (its leading digit), no further: 0.0101127175
+    with a bound of 1.5e-8 prints as 0.01011272, and 0.0256 with 2e-2 as 0.03. At most ``most``
+    significant digits (also where the bound is 0 or not finite)."""
+    value, bound = float(value), float(bound)
+    if value == 0 or not math.isfinite(value):
+        return f"{value:g}"
+    if bound > 0 and math.isfinite(bound):
+        digits = math.floor(math.log10(abs(value))) - math.floor(math.log10(bound)) + 1
+    else:
+        digits = most
+    return f"{value:.{min(max(digits, 1), most)}g}"
 
 
 class CertifiedEigenvalue(NamedTuple):
@@ -104,7 +120,7 @@ class CertifiedEigenvalue(NamedTuple):
 
     def __str__(self) -> str:
         if self.resolved:
-            return f"{self.value:.10g} +- {self.bound:.1e} (floor {self.floor:.1e})"
+            return f"{certified_digits(self.value, self.bound)} +- {self.bound:.1e} (floor {self.floor:.1e})"
         return f"< {max(self.floor, self.value + self.bound):.1e} (unresolved: at or below the numerical floor)"
 
 
@@ -492,6 +508,8 @@ def _krylov_extremes(K, k_small: int, k_large: int, *, key=None, tol: float = DE
                                         krylov.done + int(balance))))
     seconds = time.perf_counter() - start_time
     steps = krylov.done // max(b, 1)
+    if not converged:
+        _warn_unconverged("Lanczos", counter.columns, tol, [*low, *high])
     small = EigenResult(tuple(low), X_low, counter.columns, steps, converged, seconds)
     large = EigenResult(tuple(high), X_high, counter.columns, steps, converged, seconds)
     return small, large
@@ -524,6 +542,25 @@ def lanczos(operator, v0, steps: int):
     if steps not in _LANCZOS:
         _LANCZOS[steps] = _lanczos_jit(steps)
     return _LANCZOS[steps](operator, v0)
+
+
+def _warn_unconverged(method: str, products: int, tol: float, eigen) -> None:
+    """A RuntimeWarning, attributed to the caller's line: the budget ran out before every bound met the
+    tolerance. The smallest Ritz value is still an upper bound on lambda_min (the largest a lower bound on
+    lambda_max), and each bound still holds an eigenvalue; but that this eigenvalue is the extreme one is
+    what convergence shows, and it was not reached."""
+    import inspect
+
+    budget = "max_products or the memory share of the basis" if method == "Lanczos" else \
+        "max_products or max_iterations"
+    worst = max(eigen, key=lambda e: e.relative_bound)
+    frame, level = inspect.currentframe(), 1
+    while frame is not None and frame.f_globals.get("__name__", "").startswith("ntkhom"):
+        frame, level = frame.f_back, level + 1
+    warnings.warn(f"{method} stopped after {products} products (its budget: {budget}) before the tolerance "
+                  f"{tol:g}: the widest bound is {worst.bound:.1e} ({worst.relative_bound:.1e} relative), on {worst}. "
+                  "Unconverged Ritz values bound lambda_min from above and lambda_max from below; each interval "
+                  "holds an eigenvalue, possibly not the extreme one", RuntimeWarning, stacklevel=level)
 
 
 def _prepare(K, k: int, key, tol: float | None = None, max_products: int | None = None,
@@ -814,6 +851,8 @@ def smallest(K, k: int = 1, *, key=None, tol: float = DEFAULT_TOLERANCE, method:
     X, theta, eigen, columns, iterations, converged = _lobpcg(
         operator, X0, k, apply, tol=tol, floor=floor, rounding=_rounding(lambda_max_value, n, operator.dtype),
         max_iterations=max_iterations, max_products=budget, progress=progress)
+    if not converged:
+        _warn_unconverged("LOBPCG", products + columns, tol, eigen)
     return EigenResult(tuple(eigen), X[:, :k], products + columns, iterations, converged,
                        time.perf_counter() - start_time)
 

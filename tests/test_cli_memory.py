@@ -11,7 +11,7 @@ import pytest
 from ntkhom.cli import main
 from ntkhom.experiments import scale
 from ntkhom.memory import MemoryLimitError
-from ntkhom.report import read_csv
+from ntkhom.report import read_csv, to_jsonable
 
 
 def test_dense_request_that_cannot_fit_is_refused_in_one_line(tmp_path, capsys):
@@ -117,3 +117,31 @@ def test_matrix_free_run_keeps_each_finished_point_through_an_interrupt(tmp_path
     assert [(r["width"], r["s"]) for r in resumed] == [(r["width"], r["s"]) for r in straight]
     for a, b in zip(straight, resumed):
         np.testing.assert_allclose(float(b["lambda_min"]), float(a["lambda_min"]), rtol=1e-8)
+
+
+def test_a_point_whose_lanczos_run_spent_its_budget_is_unresolved(monkeypatch):
+    """An unconverged Ritz value is an upper bound on lambda_min only: the point is not resolved, carries no
+    lower bound, and survives the round trip through a run folder as such."""
+    import jax
+
+    from ntkhom import eigensolvers, models
+    from ntkhom.eigenpath import PathPoint
+    from ntkhom.experiments import matrix_free
+
+    original = eigensolvers.extreme_spectrum
+    monkeypatch.setattr(eigensolvers, "extreme_spectrum",
+                        lambda *args, **kw: original(*args, **{**kw, "max_products": 6}))
+    x = np.asarray(jax.random.normal(jax.random.PRNGKey(0), (45, 3)))
+    with pytest.warns(RuntimeWarning, match="Lanczos stopped after"):
+        result = next(matrix_free.matrix_free_spectra(models.two_layer(16), x, [0.5, 1.0], [], 1,
+                                                      jax.random.PRNGKey(1)))
+    dense = np.linalg.eigvalsh(np.asarray(
+        matrix_free._operator_at(models.two_layer(16), None, x)(1.0).matvec(np.eye(45))))
+    for point in result.path.points:
+        assert not point.converged and not point.resolved and np.isnan(point.lower_bound)
+        row = point.row()
+        assert row["lambda_min"] is None and row["converged"] is False
+        back = PathPoint.from_row(json.loads(json.dumps(to_jsonable(row))))  # as a resumed run reads it
+        assert back.converged is False and not back.resolved and np.isnan(back.lower_bound)
+        assert (back.s, back.lambda_min, back.iterations) == (point.s, point.lambda_min, point.iterations)
+    assert dense[0] <= result.path.points[1].lambda_min  # what it still is: an upper bound

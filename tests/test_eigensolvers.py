@@ -236,3 +236,34 @@ def test_ritz_pairs_at_both_ends_and_their_residuals(block):
     np.testing.assert_allclose(np.linalg.norm(X, axis=0), 1.0, atol=1e-10)
     direct = np.linalg.norm(A @ X - X * theta, axis=0)
     np.testing.assert_allclose(residual, direct, rtol=1e-6, atol=1e-11 * every[-1])
+
+
+def test_values_print_to_the_place_of_their_bound_and_no_further():
+    assert eigensolvers.certified_digits(0.0101127175, 1.5e-8) == "0.01011272"
+    assert eigensolvers.certified_digits(0.0256, 2e-2) == "0.03"
+    assert eigensolvers.certified_digits(807.857055697, 5.7e-11) == "807.857055697"
+    assert eigensolvers.certified_digits(-3.25, 0.5) == "-3.2"  # the bound's leading digit is at 0.1
+    assert eigensolvers.certified_digits(-3.25, 20.0) == "-3"  # at least one digit, even an uncertain one
+    assert eigensolvers.certified_digits(1.0 / 3.0, 0.0) == "0.333333333333"  # exact: the most digits asked
+    value = eigensolvers.CertifiedEigenvalue(0.0101127175, 1e-12, 1e-6, 1.5e-8)
+    assert str(value).startswith("0.01011272 +- 1.5e-08")
+
+
+def test_a_spent_budget_is_a_warning_and_the_wider_certificate_still_holds():
+    x = _sphere(600, 4, seed=3) * 1.3  # off the unit sphere
+    op = operators.infinite_ntk_operator(models.two_layer(1, s=0.7), x)
+    dense = np.linalg.eigvalsh(_dense(op))
+    with pytest.warns(RuntimeWarning, match="Lanczos stopped after .* before the tolerance") as caught:
+        result = eigensolvers.extreme_spectrum(op, max_products=40)
+    assert caught[0].filename == __file__  # attributed to the caller's line, not to ntkhom's
+    assert not result.smallest.converged and result.lambda_min.bound > 1e-10 * result.lambda_min.value
+    # What still holds: Ritz values bound the extremes from inside, and each interval holds an eigenvalue
+    # (here not lambda_min itself: the run stopped before it was found, which the warning says).
+    low, top = result.lambda_min, result.lambda_max
+    assert dense[0] <= low.value and top.value <= dense[-1] * (1 + 1e-14)
+    for found in (low, top):
+        assert np.min(np.abs(dense - found.value)) <= found.bound
+    with pytest.warns(RuntimeWarning, match="LOBPCG stopped after"):
+        early = eigensolvers.smallest(op, 1, method="lobpcg", rank=20, max_iterations=2)
+    assert not early.converged and dense[0] <= early.eigenvalues[0].value
+    assert np.min(np.abs(dense - early.eigenvalues[0].value)) <= early.eigenvalues[0].bound

@@ -84,8 +84,12 @@ def _path(operator_at: Callable, grid: np.ndarray, mesh, tol: float, report: Cal
         extremes = eigensolvers.extreme_spectrum(operator, 1, key=key, tol=tol, start=start, progress=progress)
         low, top, result = extremes.lambda_min, extremes.lambda_max, extremes.smallest
         start = result.vectors
+        # Before convergence value - bound is no lower bound on lambda_min (the interval holds an eigenvalue,
+        # not necessarily the smallest), and the value is only an upper bound: the point is unresolved.
+        converged = bool(result.converged)
         point = PathPoint(float(s), float(low.value), float(top.value), float(low.floor), float(low.residual),
-                          "lanczos", int(result.iterations), float(low.value - low.bound))
+                          "lanczos", int(result.iterations),
+                          float(low.value - low.bound) if converged else float("nan"), converged)
         points.append(point)
         report(point)
     return points

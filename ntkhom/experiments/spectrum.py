@@ -367,6 +367,7 @@ def finalize(settings, folder, *, title: str = "NTK spectrum along the homotopy 
 def _unfinished(folder) -> list[str]:
     """Summary lines for the points of unfinished paths (kept as units on the matrix-free path) and for the
     point whose Lanczos run was in progress when the run stopped."""
+    from ntkhom.eigensolvers import certified_digits
     from ntkhom.plots import curve_label
     from ntkhom.report import markdown_table
 
@@ -393,7 +394,8 @@ def _unfinished(folder) -> list[str]:
         where = curve_label(last["width"]) + ("" if last["seed"] is None else f", seed {last['seed']}")
         lines += [f"When the run stopped, {where}, s = {last['s']:g} was in progress: at its last check (Lanczos "
                   f"depth {last['depth']}, {last['products']} products) the smallest Ritz value was "
-                  f"{last['value']:.10g}, an upper bound on lambda_min, with a residual bound of {last['bound']:.1e} "
+                  f"{certified_digits(last['value'], last['bound'])}, an upper bound on lambda_min, with a "
+                  f"residual bound of {last['bound']:.1e} "
                   f"(floor {last['floor']:.1e}). That point is computed again on `--resume`.",
                   ""]
     return lines
