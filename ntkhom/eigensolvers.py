@@ -544,6 +544,13 @@ def lanczos(operator, v0, steps: int):
     return _LANCZOS[steps](operator, v0)
 
 
+def _count(value, name: str, least: int) -> int:
+    """``value`` as an int, or a one-line ValueError when it is not a whole number >= ``least``."""
+    if not (isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= least):
+        raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
+    return int(value)
+
+
 def _warn_unconverged(method: str, products: int, tol: float, eigen) -> None:
     """A RuntimeWarning, attributed to the caller's line: the budget ran out before every bound met the
     tolerance. The smallest Ritz value is still an upper bound on lambda_min (the largest a lower bound on
@@ -574,8 +581,8 @@ def _prepare(K, k: int, key, tol: float | None = None, max_products: int | None 
     if tol is not None and not (isinstance(tol, int | float | np.floating) and 0 <= tol < 1):
         raise ValueError(f"tol must be a relative error in [0, 1), got {tol!r}")
     for name, value in (("max_products", max_products), ("block", block)):
-        if value is not None and not (isinstance(value, int | np.integer) and value >= 1):
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if value is not None:
+            _count(value, name, 1)
     return operator, n, jax.random.PRNGKey(0) if key is None else key
 
 
@@ -616,7 +623,8 @@ def rpcholesky(K, rank: int, *, key, block: int = 64, tol: float = 1e-12) -> Low
     """
     operator = _as_operator(K)
     n = operator.n
-    rank = int(min(rank, n))
+    rank = int(min(_count(rank, "rank", 0), n))
+    _count(block, "block", 1)
     residual = np.asarray(operator.diagonal(), np.float64).copy()
     initial = float(np.sum(residual))
     F = np.zeros((n, rank))
@@ -652,7 +660,7 @@ def nystrom(K, rank: int, *, key) -> LowRank:
     Udell 2023), with the stabilising shift of Li et al.; for operators without cheap columns."""
     operator = _as_operator(K)
     n = operator.n
-    rank = int(min(rank, n))
+    rank = int(min(_count(rank, "rank", 1), n))
     omega, _ = jnp.linalg.qr(jax.random.normal(key, (n, rank), operator.dtype))
     Y = operator.matvec(omega)
     shift = float(jnp.finfo(Y.dtype).eps) * float(jnp.linalg.norm(Y)) * math.sqrt(n)
@@ -974,7 +982,7 @@ def spectral_density(K, *, key=None, probes: int = 16, steps: int = 64) -> Spect
     probes; ``steps`` products per probe."""
     operator = _as_operator(K)
     n = operator.n
-    steps = int(min(steps, n))
+    probes, steps = _count(probes, "probes", 1), int(min(_count(steps, "steps", 1), n))
     key = jax.random.PRNGKey(0) if key is None else key
     nodes, weights = [], []
     for probe_key in jax.random.split(key, probes):

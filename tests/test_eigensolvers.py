@@ -133,10 +133,22 @@ def test_bad_arguments():
     for tol in (-1e-6, float("nan"), 1.0, "1e-6"):
         with pytest.raises(ValueError, match="tol must be"):
             eigensolvers.lambda_min(op, tol=tol)
-    with pytest.raises(ValueError, match="max_products must be a positive integer"):
+    with pytest.raises(ValueError, match="max_products must be an integer >= 1"):
         eigensolvers.extreme_spectrum(op, max_products=0)
-    with pytest.raises(ValueError, match="block must be a positive integer"):
+    with pytest.raises(ValueError, match="block must be an integer >= 1"):
         eigensolvers.smallest(op, 1, method="lobpcg", rank=2, block=0)
+
+
+def test_bad_counts_are_refused_in_one_line():
+    op = operators.DenseOperator(jnp.eye(6))
+    key = jax.random.PRNGKey(0)
+    for call, name in [(lambda: eigensolvers.spectral_density(op, probes=0), "probes"),
+                       (lambda: eigensolvers.spectral_density(op, steps=-3), "steps"),
+                       (lambda: eigensolvers.nystrom(op, -1, key=key), "rank"),
+                       (lambda: eigensolvers.rpcholesky(op, 2.5, key=key), "rank"),
+                       (lambda: eigensolvers.rpcholesky(op, 2, key=key, block=0), "block")]:
+        with pytest.raises(ValueError, match=f"{name} must be an integer >= "):
+            call()
 
 
 def test_bad_matrices_and_non_finite_products_are_refused_in_one_line():
