@@ -75,6 +75,8 @@ __all__ = [
     "OPERATOR_BLOCK_BYTES",
     "PATTERN_BLOCK",
     "PATTERN_TILE_BYTES",
+    "ACCELERATOR_TILE_SHARE",
+    "ACCELERATOR_PATTERN_BLOCK",
 ]
 
 #: Memory budget of one block's temporaries (an n x block slab, a few of them live at once).
@@ -86,6 +88,13 @@ OPERATOR_BLOCK_BYTES = 128 * 2**20
 #: before). Row tiles are balanced so that padding stays under 8 rows a tile.
 PATTERN_BLOCK = 256
 PATTERN_TILE_BYTES = 4 * 2**20
+#: Share of an accelerator's memory that the tiles of one product may take (GPU, TPU). The sizes above suit a
+#: CPU's caches; on an accelerator every step of a tile loop costs a kernel launch, so it gets few, large
+#: tiles: square tiles of 8192 on a 141 GB H200, width blocks of ACCELERATOR_PATTERN_BLOCK. Chosen by that
+#: reasoning, not measured: no accelerator was lent while this was written. ``block_rows`` and
+#: ``block_width`` override it.
+ACCELERATOR_TILE_SHARE = 1 / 16
+ACCELERATOR_PATTERN_BLOCK = 1024
 #: Units per packed word of a sign pattern.
 _WORD_BITS = 32
 #: Multiples of eps of q11 q22 - q12^2 treated as rounding (an angle of exactly 0) in the arc-cosine kernels.
@@ -116,6 +125,26 @@ def _as_block(V, n: int, dtype) -> tuple[jax.Array, bool]:
 
 def _identity(t):
     return t
+
+
+def _default_device() -> tuple[str, int | None]:
+    """The default backend ("cpu", "gpu", "tpu") and its first device's memory in bytes (None if unknown)."""
+    backend = jax.default_backend()
+    if backend == "cpu":
+        return backend, None
+    try:
+        return backend, (jax.devices()[0].memory_stats() or {}).get("bytes_limit")
+    except Exception:  # noqa: BLE001 - memory_stats is optional for a backend
+        return backend, None
+
+
+def _accelerator_budget() -> int | None:
+    """Bytes the tiles of one product may take when the default device is an accelerator (its memory times
+    :data:`ACCELERATOR_TILE_SHARE`; 16 GB assumed where it does not say); None on a CPU."""
+    backend, memory = _default_device()
+    if backend == "cpu":
+        return None
+    return int((memory or 16 * 2**30) * ACCELERATOR_TILE_SHARE)
 
 
 def _rows_per_block(n_other: int, itemsize: int, block_rows: int | None, temporaries: int,
@@ -385,10 +414,11 @@ def _width_block(n: int, width: int, itemsize: int, block_width: int | None, pat
             raise ValueError(f"block_width must be positive, got {block_width}")
         block = min(int(block_width), width)
     elif pattern:  # products go by (rows x block) tiles, whatever n
-        block = min(width, PATTERN_BLOCK)
+        block = min(width, PATTERN_BLOCK if _accelerator_budget() is None else ACCELERATOR_PATTERN_BLOCK)
     else:
         # About four (n x block) slabs live at once (z, A, S and a product).
-        block = max(_WORD_BITS, min(width, OPERATOR_BLOCK_BYTES // max(1, 4 * n * itemsize)))
+        budget = _accelerator_budget() or OPERATOR_BLOCK_BYTES
+        block = max(_WORD_BITS, min(width, budget // max(1, 4 * n * itemsize)))
     if pattern:
         block = _WORD_BITS * -(-block // _WORD_BITS)
     return int(block)
@@ -477,8 +507,9 @@ def two_layer_ntk_operator(
     return TwoLayerNTKOperator(
         x=x_aug, W=W_aug, a=a, patterns=patterns, s=jnp.asarray(s, dtype), model=model, block=block,
         width=width, output_bias="b" in params[1],
-        block_rows=_balanced(n, _rows_per_block(block, jnp.dtype(dtype).itemsize, block_rows, temporaries=1,
-                                                budget=PATTERN_TILE_BYTES)),
+        # on an accelerator a quarter of its tile budget for a (rows x block) tile and its products
+        block_rows=_balanced(n, _rows_per_block(block, jnp.dtype(dtype).itemsize, block_rows, temporaries=4,
+                                                budget=_accelerator_budget() or 4 * PATTERN_TILE_BYTES)),
     )
 
 
@@ -833,8 +864,8 @@ def infinite_ntk_operator(model: HomotopyMLP, x, *, s=None, kind: str = "ntk",
       x: (n, d) inputs, computed in their own dtype (pass float64).
       s: homotopy parameter (default ``model.s``).
       kind: "ntk" or "nngp".
-      block_rows: edge of the square tiles of K assembled at once (default 1024 for float64, so that their
-        temporaries fit :data:`OPERATOR_BLOCK_BYTES`).
+      block_rows: edge of the square tiles of K assembled at once (default on a CPU 1024 for float64, so
+        that their temporaries fit :data:`OPERATOR_BLOCK_BYTES`; on an accelerator, :func:`_accelerator_budget`).
     """
     if kind not in ("ntk", "nngp"):
         raise ValueError(f"unknown kind={kind!r}; choose 'ntk' or 'nngp'")
@@ -845,8 +876,9 @@ def infinite_ntk_operator(model: HomotopyMLP, x, *, s=None, kind: str = "ntk",
         )
     x = check_inputs(x)
     s = model.s if s is None else check_s(s)
-    if block_rows is None:  # square tiles: about 16 (tile x tile) temporaries within OPERATOR_BLOCK_BYTES
-        rows = 2 ** int(math.log2(math.sqrt(OPERATOR_BLOCK_BYTES / (16 * x.dtype.itemsize))))
+    if block_rows is None:  # square tiles: about 16 (tile x tile) temporaries within the budget
+        budget = _accelerator_budget() or OPERATOR_BLOCK_BYTES
+        rows = 2 ** int(math.log2(math.sqrt(budget / (16 * x.dtype.itemsize))))
     else:
         rows = _rows_per_block(x.shape[0], x.dtype.itemsize, block_rows, temporaries=16)
     rows = min(rows, x.shape[0])

@@ -218,3 +218,24 @@ def test_network_operator_trains_only_the_chosen_leaves():
     model_params = model.init(jax.random.PRNGKey(10), D)
     from_model = operators.network_ntk_operator(model, model_params, x)
     _close(from_model.matvec(V), kernels.empirical_ntk(model, model_params, x, s=0.4) @ V)
+
+
+@pytest.mark.parametrize("memory, edge", [(141 * 10**9, 8192), (None, 2048)])
+def test_an_accelerator_gets_large_tiles_and_the_same_products(monkeypatch, memory, edge):
+    # 141 GB (an H200): 1/16 of it for 16 square float64 temporaries gives tiles of 8192; a device that
+    # does not report its memory is taken as 16 GB (2048). The products do not depend on the tiles.
+    n = 9001
+    x = np.asarray(jax.random.normal(jax.random.PRNGKey(3), (n, 4)))
+    model = models.two_layer(2048)
+    params = model.init(jax.random.PRNGKey(4), 4)
+    cpu_infinite = operators.infinite_ntk_operator(model, x[:1500])
+    cpu_two_layer = operators.two_layer_ntk_operator(model, params, x[:1500])
+    monkeypatch.setattr(operators, "_default_device", lambda: ("gpu", memory))
+    big = operators.infinite_ntk_operator(model, x)
+    assert (big.block_rows, cpu_infinite.block_rows) == (min(edge, n), 1024)
+    wide = operators.two_layer_ntk_operator(model, params, x)
+    assert wide.block == operators.ACCELERATOR_PATTERN_BLOCK and wide.block_rows >= n  # one row tile
+    assert cpu_two_layer.block == operators.PATTERN_BLOCK
+    V = _block(1500, k=2)
+    _close(operators.infinite_ntk_operator(model, x[:1500]).matvec(V), cpu_infinite.matvec(V))
+    _close(operators.two_layer_ntk_operator(model, params, x[:1500]).matvec(V), cpu_two_layer.matvec(V))
