@@ -176,6 +176,7 @@ def compute(settings, folder, *, quiet: bool = False) -> None:
     seeds = settings["seeds"]
     plan = [(w, [None] if w == sweeps.INFINITE else list(range(seeds))) for w in _jobs(settings)]
     total = sum(len(s) for _, s in plan) * len(grid)
+
     def finished_point(width, seed, s) -> bool:
         return folder.has_unit(_key(width, seed)) or folder.has_unit(_point_key(width, seed, s))
 
