@@ -25,7 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 
 __all__ = ["Eigenvalue", "Spectrum", "DeviceSpectrum", "numerical_floor", "spectrum", "device_spectrum",
-           "lambda_min", "lambda_max", "condition_number", "check_kernel"]
+           "lambda_min", "lambda_max", "condition_number", "check_kernel", "asymmetry"]
 
 #: Relative asymmetry above which a "kernel" is refused as not symmetric.
 SYMMETRY_TOLERANCE = 1e-5
