@@ -422,11 +422,14 @@ def read_csv(path: str | Path) -> list[dict[str, str]]:
         return list(csv.DictReader(handle))
 
 
-def progress(iterable: Iterable, *, total: int | None = None, desc: str = "", enabled: bool = True):
-    """A tqdm progress bar on stderr (silent when ``enabled`` is False)."""
+def progress(iterable: Iterable, *, total: int | None = None, desc: str = "", enabled: bool = True,
+             initial: int = 0):
+    """A tqdm progress bar on stderr (silent when ``enabled`` is False); ``initial``: work already done (a
+    resumed run), counted as done but not in the rate."""
     from tqdm.std import tqdm
 
-    return tqdm(iterable, total=total, desc=desc, disable=not enabled, file=sys.stderr, dynamic_ncols=True)
+    return tqdm(iterable, total=total, desc=desc, disable=not enabled, file=sys.stderr, dynamic_ncols=True,
+                initial=initial)
 
 
 def training_progress(enabled: bool = True):

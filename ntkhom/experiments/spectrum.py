@@ -191,8 +191,7 @@ def compute(settings, folder, *, quiet: bool = False) -> None:
             folder.append_row("points.csv", row)
     if folder.writer:  # a check from an earlier, interrupted run describes work that is not kept
         folder.file(LANCZOS).unlink(missing_ok=True)
-    bar = progress(range(total), total=total, desc="spectra (width, seed, s)", enabled=not quiet)
-    bar.update(done)
+    bar = progress(range(total), total=total, desc="spectra (width, seed, s)", enabled=not quiet, initial=done)
 
     def on_lanczos(width, seed, s, depth, eigenvalues, products):
         low = eigenvalues[0]
