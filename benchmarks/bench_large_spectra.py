@@ -14,6 +14,7 @@ float64 matrix-product rate.
     uv run python benchmarks/bench_large_spectra.py --n 5000
     uv run python benchmarks/bench_large_spectra.py --n 20000 --case a --dense no
     uv run python benchmarks/bench_large_spectra.py --n 1000000 --dense no   # on an accelerator
+    uv run python benchmarks/bench_large_spectra.py --n 1000000 --products-only   # its short check first
 
 A long run with its progress on stderr, then its report:
 
@@ -146,6 +147,61 @@ def worker_iterative(case: str, n: int, seed: int, tol: float, rank: int | None,
     }
 
 
+#: Columns the n = 10^5 runs needed (docs/benchmarks.md), the least a larger n will need.
+COLUMNS_AT_1E5 = {"a": 1281, "b": 3458}
+
+
+def worker_products(case: str, n: int, seed: int, block: int | None = None) -> dict:
+    """Set-up and product times alone (no eigensolver): the short check for a device with little time."""
+    import jax
+    import jax.numpy as jnp
+
+    from ntkhom import eigensolvers
+
+    jax.config.update("jax_enable_x64", True)
+    reset_peak_memory()
+    start = time.perf_counter()
+    operator, _ = _setup(case, n, seed)
+    jax.block_until_ready(operator)
+    setup_s = time.perf_counter() - start
+    block = block or eigensolvers.default_block(operator)
+    out = {"status": "ok", "case": case, "n": n, "setup_s": setup_s, "block": block,
+           "block_rows": int(operator.block_rows), "device": str(jax.devices()[0])}
+    for width in sorted({1, 8, block} if case == "a" else {block}):
+        V = jnp.ones((n, width), jnp.float64)
+        first = _timed(lambda V=V: jax.block_until_ready(operator.matvec(V)))  # with compilation
+        out[f"product_{width}_s"] = min(_timed(lambda V=V: jax.block_until_ready(operator.matvec(V)))
+                                        for _ in range(2))
+        out[f"first_{width}_s"] = first
+    out["peak_bytes"] = peak_memory_bytes()
+    try:  # an accelerator's own memory (CPU devices report none)
+        out["device_peak_bytes"] = (jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use")
+    except Exception:  # noqa: BLE001 - optional for a backend
+        out["device_peak_bytes"] = None
+    return out
+
+
+def _report_products(case: str, n: int, result: dict, rate: float) -> None:
+    label = {"a": f"(a) empirical two-layer NTK, m = {WIDTH}", "b": "(b) infinite-width two-layer NTK"}[case]
+    print(f"\n{label}, n = {n}, d = {DIM}, float64, products only, on {result.get('device')}")
+    if result.get("status") != "ok":
+        print(f"  {result.get('status')}")
+        return
+    device = result.get("device_peak_bytes")
+    print(f"  setup {format_seconds(result['setup_s'])}, tiles of {result['block_rows']} rows, peak host memory "
+          f"{format_bytes(result['peak_bytes'])}" + (f", device {format_bytes(device)}" if device else ""))
+    widths = sorted(int(k.split("_")[1]) for k in result if k.startswith("product_"))
+    for width in widths:
+        t, first = result[f"product_{width}_s"], result[f"first_{width}_s"]
+        print(f"  product of {width} column(s): {format_seconds(t)} (first call {format_seconds(first)} with "
+              f"compilation); {_product_flops(case, n, width) / t / 1e9:.1f} GF/s vs matmul {rate:.1f} GF/s")
+    width = 1 if case == "a" else result["block"]
+    columns = COLUMNS_AT_1E5[case]
+    projected = columns * result[f"product_{width}_s"] / width
+    print(f"  products alone for the {columns} columns the n = 10^5 run needed (a larger n needs more): "
+          f"{format_seconds(projected)}")
+
+
 def worker_dense(case: str, n: int, seed: int) -> dict:
     import jax
     import numpy as np
@@ -268,12 +324,17 @@ def main(argv=None) -> None:
     parser.add_argument("--report", metavar="JSON",
                         help="print the report of a saved worker result (a long run started with --worker "
                              "iterative, which shows its progress on stderr)")
-    parser.add_argument("--worker", choices=["iterative", "dense"], help=argparse.SUPPRESS)
+    parser.add_argument("--products-only", action="store_true",
+                        help="time the set-up and the products alone, no eigensolver (a short device check), "
+                             "with the time the n = 10^5 column counts would take")
+    parser.add_argument("--worker", choices=["iterative", "dense", "products"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         case, n = args.case, args.n[0]
         if args.worker == "iterative":
             out = worker_iterative(case, n, args.seed, args.tol, args.rank, args.block)
+        elif args.worker == "products":
+            out = worker_products(case, n, args.seed, args.block)
         else:
             out = worker_dense(case, n, args.seed)
         print(json.dumps(out))
@@ -296,6 +357,11 @@ def main(argv=None) -> None:
     for n in args.n:
         for case in cases:
             common = ["--case", case, "--n", str(n), "--seed", str(args.seed)]
+            if args.products_only:
+                block = ["--block", str(args.block)] if args.block else []
+                result = run_isolated([here, "--worker", "products", *common, *block], args.timeout)
+                _report_products(case, n, result, rate)
+                continue
             rank = ["--rank", str(args.rank)] if args.rank else []
             rank += ["--block", str(args.block)] if args.block else []
             result = run_isolated([here, "--worker", "iterative", *common, "--tol", str(args.tol), *rank],
