@@ -125,6 +125,18 @@ def test_warnings_for_s_outside_the_studied_range_and_snapped_density_s(tmp_path
         assert f"| inf | {s} |" in summary
 
 
+def test_default_density_s_follows_the_grid_without_warnings(tmp_path, capsys):
+    # The defaults (0.5, 1, 2) snap to a grid of two values silently; a value the user asks for does not.
+    code, err = run_cli(["spectrum", "--n", "8", "--d", "3", "--widths", "--s", "0.5", "1",
+                         "--out", tmp_path / "run", "--quiet"], capsys)
+    assert code == 0 and not any("density-s" in line for line in err), err
+    record = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert record["settings"]["density_s"] == [0.5, 1.0]
+    code, err = run_cli(["spectrum", "--n", "8", "--d", "3", "--widths", "--s", "0.5", "1", "--density-s", "2",
+                         "--out", tmp_path / "asked", "--quiet"], capsys)
+    assert code == 0 and any("--density-s 2" in line and "nearest grid value 1" in line for line in err), err
+
+
 def test_version_and_help(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])

@@ -44,9 +44,10 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: dict | None = None)
                         help="number of evenly spaced s values (at least 2)")
     parser.add_argument("--s", type=float, nargs="+", default=None,
                         help="explicit s values (override --s-min/--s-max/--s-points; default: the range)")
-    parser.add_argument("--density-s", type=float, nargs="*", default=d["density_s"],
+    parser.add_argument("--density-s", type=float, nargs="*", default=None,
                         help="s values whose full spectrum is plotted (moved to the nearest grid value, with a "
-                             "warning)")
+                             f"warning; default {' '.join(f'{v:g}' for v in d['density_s'])}, moved silently)")
+    parser.set_defaults(_density_default=list(d["density_s"]))
     parser.add_argument("--depth", type=positive_int, default=d["depth"],
                         help="hidden layers (1: exact three-matrix path)")
     add_activation(parser)
@@ -93,9 +94,10 @@ def settings(args) -> dict:
         raise ValueError("nothing to compute: no --widths given and --no-infinite set")
     grid = s_grid_from(args)
     density_s = []
-    for value in args.density_s or []:
+    given = args.density_s is not None  # the defaults follow whatever grid was asked for, without a warning
+    for value in args.density_s if given else getattr(args, "_density_default", DEFAULTS["density_s"]):
         snapped = float(grid[np.argmin(np.abs(grid - value))])
-        if abs(snapped - value) > 1e-12:
+        if given and abs(snapped - value) > 1e-12:
             warn(f"--density-s {value:g} is not on the s grid; using the nearest grid value {snapped:g}")
         density_s.append(snapped)
     dataset = load(args.dataset, n=args.n, d=args.d, normalization=args.normalization, seed=args.seed)
