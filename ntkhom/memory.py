@@ -66,7 +66,8 @@ def available_bytes(device=None) -> int | None:
         return None
 
 
-def check_memory(nbytes: int, what: str, *, device=None, fraction: float = USABLE_FRACTION) -> None:
+def check_memory(nbytes: int, what: str, *, device=None, fraction: float = USABLE_FRACTION,
+                 alternative: str = "use smaller sizes") -> None:
     """Raise :class:`MemoryLimitError` when ``nbytes`` exceed ``fraction`` of :func:`available_bytes`.
 
     Args:
@@ -75,12 +76,13 @@ def check_memory(nbytes: int, what: str, *, device=None, fraction: float = USABL
         float64 kernels"``); starts the message.
       device: a JAX device (default: the first).
       fraction: share of the available memory the computation may use.
+      alternative: what to do instead, ending the message.
     """
     available = available_bytes(device)
     if available is None or nbytes <= fraction * available:
         return
     raise MemoryLimitError(f"{what} needs {format_bytes(nbytes)}, but only {format_bytes(available)} is "
-                           "available; use smaller sizes")
+                           f"available; {alternative}")
 
 
 _SIZE = re.compile(r"allocat\w*\s+(\d+)\s*bytes", re.IGNORECASE)

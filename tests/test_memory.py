@@ -29,3 +29,26 @@ def test_allocation_failure_reads_the_size_from_an_xla_error():
 def test_available_bytes_is_positive_on_this_machine():
     available = memory.available_bytes()
     assert available is None or available > 0
+
+
+def test_dense_kernels_too_large_for_memory_are_refused_before_allocating(monkeypatch):
+    # With 1 MiB "available", a 300 x 301 float64 kernel (3 matrices: 2.2 MB) is refused in one line naming
+    # the size and the matrix-free alternative; 100 points fit; under jit the inputs are traced, not checked.
+    import jax
+    import numpy as np
+
+    from ntkhom import kernels, models
+
+    monkeypatch.setattr(memory, "available_bytes", lambda device=None: 2**20)
+    rng = np.random.default_rng(0)
+    x, x2 = rng.normal(size=(300, 3)), rng.normal(size=(301, 3))
+    model = models.two_layer(8)
+    params = model.init(jax.random.PRNGKey(0), 3)
+    calls = [lambda: kernels.closed_form_ntk_relu(x, x2), lambda: kernels.empirical_ntk(model, params, x, x2),
+             lambda: kernels.empirical_ntk_two_layer(model, params, x, x2), lambda: kernels.infinite_ntk(model, x, x2)]
+    for call in calls:
+        with pytest.raises(memory.MemoryLimitError, match=r"of 300 x 301 points .* needs .* ntkhom\.operators") as info:
+            call()
+        assert "\n" not in str(info.value)
+    assert kernels.closed_form_ntk_relu(x[:100]).shape == (100, 100)
+    assert jax.jit(kernels.closed_form_ntk_relu)(x).shape == (300, 300)
