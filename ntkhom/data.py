@@ -232,6 +232,8 @@ def load(
         raise ValueError(f"unknown dataset {name!r}; known: {', '.join(DATASETS)}")
     if not 0.0 <= test_fraction < 1.0:
         raise ValueError(f"test_fraction must be in [0, 1), got {test_fraction}")
+    if n is not None and not (isinstance(n, int | np.integer) and not isinstance(n, bool) and n >= 1):
+        raise ValueError(f"n must be a positive integer (or None for the dataset's default), got {n!r}")
     subsample_key = key
     key = jax.random.PRNGKey(seed) if key is None else key
     dtype = _dtype(dtype)
@@ -248,6 +250,9 @@ def load(
         y = teacher_targets(k_target, normalize(x, "sphere"))
     else:
         x_np, y_np = _sklearn(name, n, seed)
+        if n is not None and n > x_np.shape[0]:
+            warnings.warn(f"the {name} dataset has {x_np.shape[0]} samples, fewer than n = {n}: using all of them",
+                          stacklevel=2)
         if n is not None and n < x_np.shape[0]:
             if subsample_key is None:
                 keep = np.random.default_rng(seed).choice(x_np.shape[0], size=n, replace=False)
@@ -266,5 +271,7 @@ def load(
         return Dataset(name, x, y, task=task)
     order = jax.random.permutation(k_split, x.shape[0])
     n_test = max(1, int(round(test_fraction * x.shape[0])))
+    if n_test >= x.shape[0]:
+        raise ValueError(f"test_fraction {test_fraction:g} of {x.shape[0]} samples leaves no training samples")
     test, train = order[:n_test], order[n_test:]
     return Dataset(name, x[train], y[train], x[test], y[test], task=task)

@@ -45,6 +45,17 @@ def test_train_reports_a_diverging_step_instead_of_nan(tmp_path):
     assert row["message"] in (out / "summary.md").read_text()
 
 
+def test_train_records_the_size_of_the_data_it_used(tmp_path, capsys):
+    # iris has 150 samples of 4 features, whatever --n and --d ask
+    code, err = run_cli(["train", "--dataset", "iris", "--n", "1000", "--width", "16", "--steps", "20",
+                         "--seeds", "1", "--solvers", "gd", "--out", tmp_path / "iris", "--quiet"], capsys)
+    assert code == 0, err
+    assert any("iris dataset has 150 samples" in line for line in err), err
+    record = json.loads((tmp_path / "iris" / "run.json").read_text())
+    assert (record["settings"]["n_effective"], record["settings"]["d_effective"]) == (150, 4)
+    assert (tmp_path / "iris" / "summary.md").read_text().startswith("# ntkhom train: iris (n = 150, d = 4)")
+
+
 def test_train_refuses_bad_input(tmp_path, capsys):
     for argv, name in ((["--steps", "0"], "--steps"), (["--learning-rate", "-1"], "--learning-rate"),
                        (["--solvers", "newton"], "--solvers")):

@@ -40,6 +40,10 @@ def test_standardize_centres_features():
         (lambda: data.check_inputs([[1.0, np.inf]]), "non-finite"),
         (lambda: data.check_targets(np.ones(3), 4), "3 rows but the inputs have 4"),
         (lambda: data.check_targets([np.nan, 1.0], 2), "non-finite"),
+        (lambda: data.load("sphere", n=0), "n must be a positive integer"),  # not the default 64
+        (lambda: data.load("iris", n=-5), "n must be a positive integer"),
+        (lambda: data.load("sphere", n=2.5), "n must be a positive integer"),
+        (lambda: data.load("sphere", n=1, test_fraction=0.5), "leaves no training samples"),
     ],
 )
 def test_bad_input_is_named(call, message):
@@ -79,3 +83,9 @@ def test_dataset_is_a_pytree():
     doubled = jax.jit(lambda d: jax.tree.map(lambda a: 2 * a, d))(ds)
     assert doubled.name == "sphere" and doubled.x_test is None
     np.testing.assert_array_equal(doubled.y, 2 * ds.y)
+
+
+def test_asking_more_samples_than_a_bundled_dataset_has_is_said_and_all_are_used():
+    with pytest.warns(UserWarning, match="iris dataset has 150 samples, fewer than n = 1000"):
+        iris = data.load("iris", n=1000)
+    assert iris.n == 150 and iris.d == 4

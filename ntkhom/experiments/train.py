@@ -68,8 +68,11 @@ def settings(args) -> dict:
     data = load(args.dataset, n=args.n, d=args.d, seed=0)
     check_memory(jacobian_bytes(data.n, args.width * (data.d + 2), outputs=data.y.shape[1]),
                  f"--width {args.width} with --n {data.n}: the kernel's Jacobian")
-    return {k: v for k, v in vars(args).items()
-            if not k.startswith("_") and k not in ("out", "quiet", "overwrite", "resume", "command")}
+    settings = {k: v for k, v in vars(args).items()
+                if not k.startswith("_") and k not in ("out", "quiet", "overwrite", "resume", "command")}
+    # what the data really are (a scikit-learn set has its own size and dimension)
+    settings.update(n_effective=int(data.n), d_effective=int(data.d))
+    return settings
 
 
 def _solver(name, model, cfg, loss):
@@ -176,7 +179,8 @@ def finalize(cfg, folder: RunFolder) -> str:
     folder.write_json("results.json", {"results": rows, "kernel": kernel_rows})
     if curves:
         folder.write_csv("curves.csv", curves)
-    text = (f"# ntkhom train: {cfg['dataset']} (n = {cfg['n']}, d = {cfg['d']}), width {cfg['width']}, "
+    n, d = cfg.get("n_effective", cfg["n"]), cfg.get("d_effective", cfg["d"])
+    text = (f"# ntkhom train: {cfg['dataset']} (n = {n}, d = {d}), width {cfg['width']}, "
             f"s = {cfg['s']:g}, activation {cfg['activation']}\n\n")
     if not solvers:
         return text + "No solver finished.\n"
