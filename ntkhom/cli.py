@@ -40,7 +40,12 @@ REPRODUCE = {
 
 
 class _Parser(argparse.ArgumentParser):
-    """argparse with one-line errors (no usage block): ``ntkhom train: error: argument --steps: ...``."""
+    """argparse with one-line errors (no usage block): ``ntkhom train: error: argument --steps: ...``, and no
+    abbreviated options (``reproduce am --n 1`` was taken as ``--num-processes 1``)."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
 
     def error(self, message):
         self.exit(2, f"{self.prog}: error: {message} (see --help)\n")

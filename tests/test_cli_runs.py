@@ -137,6 +137,12 @@ def test_default_density_s_follows_the_grid_without_warnings(tmp_path, capsys):
     assert code == 0 and any("--density-s 2" in line and "nearest grid value 1" in line for line in err), err
 
 
+def test_options_are_not_abbreviated(tmp_path, capsys):
+    # 'reproduce am' has no --n; argparse's prefix matching took it for --num-processes
+    code, err = run_cli(["reproduce", "am", "--n", "1", "--out", tmp_path / "am", "--quiet"], capsys)
+    assert code == 2 and len(err) == 1 and "unrecognized arguments: --n 1" in err[0], err
+
+
 def test_version_and_help(capsys):
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])
