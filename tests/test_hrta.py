@@ -124,6 +124,11 @@ def test_bad_input_is_refused(setup):
         hrta_solver(model, schedule=linear_schedule(0, 1, 5))
     with pytest.raises(ValueError, match="Stage"):
         hrta_solver(model, [(1.0, 5, 0.1)])
+    solver, params = hrta_solver(model, two_stage(1.5, 5, 5, 0.1)), setup[3]
+    with pytest.raises(ValueError, match=f"inputs have {D - 1} features but the parameters expect d = {D}"):
+        solver.init(params, (x[:, :-1], y))
+    with pytest.raises(ValueError, match="non-finite"):
+        solver.init(params, (x, y.at[0, 0].set(jnp.nan)))
 
 
 

@@ -142,6 +142,16 @@ def check_batch(model: HomotopyMLP | None, batch):
     return x, y
 
 
+def check_problem(model: HomotopyMLP | None, params, batch):
+    """:func:`check_batch`, the values where concrete, and the feature count against the parameters."""
+    x, y = check_batch(model, batch)
+    if is_concrete(batch):  # values are checked where they are known, never on tracers
+        check_targets(y, check_inputs(x).shape[0])
+    if model is not None and x.shape[1] != params[0]["W"].shape[0]:
+        raise ValueError(f"inputs have {x.shape[1]} features but the parameters expect d = {params[0]['W'].shape[0]}")
+    return x, y
+
+
 def analytic_gradient_problem(model: HomotopyMLP, loss: str) -> str:
     """Why the closed-form gradient does not apply ("" when it does)."""
     if loss != "squared":
@@ -247,12 +257,7 @@ class GradientSolver(Solver):
         return jax.grad(lambda t: self.objective(networks.combine(t, frozen), batch, s))(trainable)
 
     def init(self, params, batch) -> GradientState:
-        x, y = check_batch(self.model, batch)
-        if is_concrete(batch):  # values are checked where they are known, never on tracers
-            check_targets(y, check_inputs(x).shape[0])
-        if self.model is not None and x.shape[1] != params[0]["W"].shape[0]:
-            raise ValueError(f"inputs have {x.shape[1]} features but the parameters expect "
-                             f"d = {params[0]['W'].shape[0]}")
+        check_problem(self.model, params, batch)
         dtype = dtype_of(params)
         opt_state = self.optimizer.init(self.split(params)[0])
         injected = _injected_learning_rate(opt_state)

@@ -60,6 +60,7 @@ from ntkhom.solvers.gradient import (
     _with_learning_rate,
     check_batch,
     check_learning_rate,
+    check_problem,
     optimizer_by_name,
 )
 
@@ -216,6 +217,7 @@ class HrtaSolver(Solver):
         return params[:-1] + (last,)
 
     def init(self, params, batch) -> HrtaState:
+        check_problem(self.model, params, batch)
         dtype = dtype_of(params)
         stage_s = jnp.asarray([stage.s for stage in self.stages], dtype)
         stage_lr = jnp.asarray([jnp.nan if stage.learning_rate is None else stage.learning_rate
