@@ -133,7 +133,7 @@ class HomotopyMLP:
         Non-finite parameters give non-finite outputs (a diverged run stays visible); the kernels refuse them.
         """
         s = self._s(s)
-        d = params[0]["W"].shape[0]
+        d = self.check_shapes(params, x)
         h = x
         for layer, (entry, (W_std, b_std)) in enumerate(zip(params, self.layer_scales(d))):
             z = (W_std / math.sqrt(h.shape[-1])) * (h @ entry["W"])
@@ -153,10 +153,29 @@ class HomotopyMLP:
     def check(self, params: Params, x, name: str = "x") -> jax.Array:
         """Validate inputs against the parameters: 2-D, finite (where concrete), matching input dimension."""
         x = check_inputs(x, name)
-        d = params[0]["W"].shape[0]
-        if x.shape[1] != d:
-            raise ValueError(f"{name} has {x.shape[1]} features but the network expects d = {d}")
+        self.check_shapes(params, x, name)
         return x
+
+    def check_shapes(self, params: Params, x=None, name: str = "x") -> int:
+        """The input dimension d of ``params``, after checking (shapes only, so also under ``jit``) that they
+        are this network's layers, one {"W": (fan-in, fan-out)} per layer, and that ``x`` is (n, d)."""
+        layers = len(self.widths) + 1
+        if not isinstance(params, tuple | list) or len(params) != layers or not all(
+                isinstance(entry, dict) and "W" in entry for entry in params):
+            got = f"{len(params)} entries" if isinstance(params, tuple | list) else type(params).__name__
+            raise ValueError(f"params must be {layers} layers of {{'W': ..., ['b': ...]}} for widths "
+                             f"{self.widths}, got {got}")
+        d = jnp.shape(params[0]["W"])[0]
+        for layer, (entry, fan_out) in enumerate(zip(params, (*self.widths, self.out_dim))):
+            fan_in = d if layer == 0 else self.widths[layer - 1]
+            if tuple(jnp.shape(entry["W"])) != (fan_in, fan_out):
+                raise ValueError(f"params[{layer}]['W'] has shape {tuple(jnp.shape(entry['W']))}, expected "
+                                 f"{(fan_in, fan_out)} for widths {self.widths} and out_dim {self.out_dim}")
+        if x is not None and jnp.ndim(x) != 2:
+            raise ValueError(f"{name} must be (n, {d}) for these parameters, got shape {tuple(jnp.shape(x))}")
+        if x is not None and jnp.shape(x)[1] != d:
+            raise ValueError(f"{name} has {jnp.shape(x)[1]} features but the network expects d = {d}")
+        return d
 
     # -- neural-tangents description ----------------------------------------------------------------
     def stax(self, d: int, s=None):

@@ -86,6 +86,29 @@ def test_input_dimension_mismatch_and_nan_are_refused():
         model.init(KEY, 0)
 
 
+def test_parameters_of_another_shape_and_inputs_of_another_dimension_are_named():
+    # Shapes only, so the checks hold under jit as well; each used to be a dot_general TypeError, a KeyError,
+    # or (one layer short, or a 1-D x) a silent result of another network.
+    model = mlp((6, 5), out_dim=2)
+    params = model.init(KEY, 3)
+    x = np.ones((4, 3))
+    cases = [
+        (params[:2], "params must be 3 layers"),
+        ((params[0], params[1], {"W": np.ones((7, 2))}), r"params\[2\]\['W'\] has shape \(7, 2\), expected \(5, 2\)"),
+        ((params[0], {"V": params[1]["W"]}, params[2]), "params must be 3 layers"),
+    ]
+    for bad, message in cases:
+        for apply in (model.apply, jax.jit(model.apply)):
+            with pytest.raises(ValueError, match=message):
+                apply(bad, x)
+    for apply in (model.apply, jax.jit(model.apply)):
+        with pytest.raises(ValueError, match="2 features but the network expects d = 3"):
+            apply(params, x[:, :2])
+        with pytest.raises(ValueError, match=r"must be \(n, 3\)"):
+            apply(params, x[0])
+    assert model.apply(params, x).shape == (4, 2)
+
+
 def test_non_finite_parameters_propagate_through_the_forward_pass():
     # The kernels refuse NaN parameters (tests/test_kernel_transforms.py); the forward pass must not hide them.
     model = two_layer(4)
