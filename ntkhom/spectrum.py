@@ -126,6 +126,10 @@ class Spectrum:
 
     @property
     def condition_lower_bound(self) -> float:
+        """lambda_max / max(lambda_min, floor): what the condition number is at least (inf where even lambda_max
+        is not positive)."""
+        if self.eigenvalues[-1] <= 0:
+            return float("inf")
         return float(self.eigenvalues[-1] / max(self.eigenvalues[0], self.floor, np.finfo(float).tiny))
 
     def summary(self) -> dict:
@@ -171,10 +175,19 @@ def spectrum(K, *, dtype=None, **options) -> Spectrum:
         from ntkhom import eigensolvers
 
         return eigensolvers.extreme_spectrum(K, floor_dtype=dtype, **options)
+    if options:
+        raise TypeError(f"options {sorted(options)} apply to kernel operators only (a matrix is solved densely)")
     kernel_dtype = _kernel_dtype(K, dtype)
     array = check_kernel(K)
     eigenvalues = np.linalg.eigvalsh(array)
     floor = numerical_floor(max(abs(eigenvalues[-1]), abs(eigenvalues[0])), array.shape[0], kernel_dtype)
+    if eigenvalues[0] < -floor:
+        import warnings
+
+        warnings.warn(f"K has eigenvalues down to {eigenvalues[0]:.3g}, below minus its floor ({floor:.1e}): it is not "
+                      "positive semi-definite, as a kernel (NTK, NNGP) must be, or it was computed in a lower "
+                      "precision than its dtype (pass dtype=); lambda_min is reported as unresolved",
+                      RuntimeWarning, stacklevel=2)
     return Spectrum(eigenvalues, floor, kernel_dtype.name)
 
 
@@ -240,8 +253,12 @@ def device_spectrum(K, *, dtype=None) -> DeviceSpectrum:
     K = jnp.asarray(K)
     if K.ndim != 2 or K.shape[0] != K.shape[1] or K.shape[0] == 0:
         raise ValueError(f"K must be a non-empty square matrix, got shape {K.shape}")
-    if not isinstance(K, jax.core.Tracer) and not np.all(np.isfinite(np.asarray(K))):
-        raise ValueError("K contains non-finite values (NaN or inf)")
+    if not isinstance(K, jax.core.Tracer):
+        if not np.all(np.isfinite(np.asarray(K))):
+            raise ValueError("K contains non-finite values (NaN or inf)")
+        skew = asymmetry(np.asarray(K))
+        if skew > SYMMETRY_TOLERANCE:
+            raise ValueError(f"K is not symmetric (max |K - K^T| / max |K| = {skew:.2e})")
     compute = jnp.float64 if jax.config.jax_enable_x64 else jnp.float32
     kernel_dtype = _kernel_dtype(K, dtype)
     eps = max(float(np.finfo(kernel_dtype).eps), float(np.finfo(compute).eps))

@@ -65,3 +65,20 @@ def test_device_spectrum_matches_the_certified_one_and_vmaps():
     np.testing.assert_allclose(stacked.lambda_max, [3.0, 6.0], rtol=1e-12)
     with pytest.raises(ValueError, match="non-finite"):
         device_spectrum(np.full((2, 2), np.nan))
+
+
+def test_a_matrix_that_is_not_a_kernel_is_said_so():
+    from ntkhom.spectrum import device_spectrum
+
+    rng = np.random.default_rng(5)
+    A = rng.normal(size=(6, 6))
+    indefinite = A + A.T  # symmetric, with eigenvalues of both signs
+    with pytest.warns(RuntimeWarning, match="not positive semi-definite"):
+        result = spectrum(indefinite)
+    assert not result.resolved and result.lambda_min.value == pytest.approx(np.linalg.eigvalsh(indefinite)[0])
+    with pytest.warns(RuntimeWarning):
+        assert spectrum(-np.eye(3)).condition_lower_bound == float("inf")  # not a negative "condition number"
+    with pytest.raises(ValueError, match="not symmetric"):
+        device_spectrum(A)  # spectrum() refused it; the device path took it silently
+    with pytest.raises(TypeError, match="apply to kernel operators only"):
+        spectrum(A @ A.T, max_products=10)
