@@ -569,6 +569,12 @@ def _infinite(network, x1, x2, s, batch_size: int | None):
             "(with ntkhom.stax.Homotopy for sigma_s) or use a HomotopyMLP"
         )
     x1, x2 = _pair(None, None, x1, x2)
+    if batch_size is not None:
+        sizes = (x1.shape[0],) if x2 is None else (x1.shape[0], x2.shape[0])
+        if not (isinstance(batch_size, int) and not isinstance(batch_size, bool) and batch_size >= 1
+                and all(size % batch_size == 0 for size in sizes)):
+            raise ValueError(f"batch_size must be a positive integer dividing the numbers of points {sizes} "
+                             f"(neural-tangents' batching), got {batch_size!r}")
     # NNGP and NTK together, and neural-tangents' temporaries unless it goes by batches
     _check_kernel_memory(x1, x2, "the infinite-width kernel", matrices=2 if batch_size else 2 * KERNEL_TEMPORARIES)
     s = _homotopy_s(network, s)
