@@ -51,6 +51,7 @@ GUARD = {"a": 7, "b": 15}
 #: Dense float64 eigvalsh measured on the 2-core machine at n = 6000 (12.4 s); scaled by n^3 where dense is
 #: not run. Its memory is at least the matrix and LAPACK's copy, 2 n^2 8 bytes.
 DENSE_REFERENCE = (6000, 12.4)
+LABELS = {"a": f"(a) empirical two-layer NTK, m = {WIDTH}", "b": "(b) infinite-width two-layer NTK"}
 #: Dense eigvalsh runs where the matrix and LAPACK's workspace fit comfortably (float64, ~3 copies of K).
 DENSE_AUTO_MAX_N = 8000
 
@@ -95,18 +96,38 @@ def _product_flops(case: str, n: int, block: int = 1) -> float:
     return 4.0 * n * DIM * WIDTH * block if case == "a" else n * n * DIM + 2.0 * n * n * block
 
 
-def worker_iterative(case: str, n: int, seed: int, tol: float, rank: int | None, block: int | None = None) -> dict:
+def _timed_setup(case: str, n: int, seed: int):
+    """(operator, start time, set-up seconds) in float64, with the peak-memory counter reset first."""
     import jax
-    import jax.numpy as jnp
-
-    from ntkhom import eigensolvers
 
     jax.config.update("jax_enable_x64", True)
     reset_peak_memory()
     start = time.perf_counter()
     operator, _ = _setup(case, n, seed)
     jax.block_until_ready(operator)
-    setup_s = time.perf_counter() - start
+    return operator, start, time.perf_counter() - start
+
+
+def _product_times(operator, n: int, case: str, block: int, repeats: int) -> dict:
+    """width -> (first call, with compilation; best of ``repeats`` after it) of a product of ``width``
+    columns: one column and eight for (a), whose products cost in proportion to their columns, and the
+    solver's block for both."""
+    import jax
+    import jax.numpy as jnp
+
+    times = {}
+    for width in sorted({1, 8, block} if case == "a" else {block}):
+        V = jnp.ones((n, width), jnp.float64)
+        first = _timed(lambda V=V: jax.block_until_ready(operator.matvec(V)))
+        times[width] = first, min(_timed(lambda V=V: jax.block_until_ready(operator.matvec(V)))
+                                  for _ in range(repeats))
+    return times
+
+
+def worker_iterative(case: str, n: int, seed: int, tol: float, rank: int | None, block: int | None = None) -> dict:
+    from ntkhom import eigensolvers
+
+    operator, start, setup_s = _timed_setup(case, n, seed)
     if block is None:
         block = eigensolvers.default_block(operator) if rank is None else GUARD[case] + 1
 
@@ -126,12 +147,7 @@ def worker_iterative(case: str, n: int, seed: int, tol: float, rank: int | None,
     total = time.perf_counter() - start
     # Time per product, after the solve so that it does not count in the total: one column and eight for (a),
     # whose products cost in proportion to their columns; the solver's block for both.
-    widths = (1, 8, block) if case == "a" else (block,)
-    product_s = {}
-    for width in widths:
-        V = jnp.ones((n, width), jnp.float64)
-        jax.block_until_ready(operator.matvec(V))
-        product_s[width] = _timed(lambda V=V: jax.block_until_ready(operator.matvec(V)))
+    product_s = {width: best for width, (_, best) in _product_times(operator, n, case, block, repeats=1).items()}
     lmax, lmin = top.eigenvalues[0], bottom.eigenvalues[0]
     return {
         "status": "ok", "case": case, "n": n, "setup_s": setup_s, "total_s": total,
@@ -154,25 +170,15 @@ COLUMNS_AT_1E5 = {"a": 1281, "b": 3458}
 def worker_products(case: str, n: int, seed: int, block: int | None = None) -> dict:
     """Set-up and product times alone (no eigensolver): the short check for a device with little time."""
     import jax
-    import jax.numpy as jnp
 
     from ntkhom import eigensolvers
 
-    jax.config.update("jax_enable_x64", True)
-    reset_peak_memory()
-    start = time.perf_counter()
-    operator, _ = _setup(case, n, seed)
-    jax.block_until_ready(operator)
-    setup_s = time.perf_counter() - start
+    operator, _, setup_s = _timed_setup(case, n, seed)
     block = block or eigensolvers.default_block(operator)
     out = {"status": "ok", "case": case, "n": n, "setup_s": setup_s, "block": block,
            "block_rows": int(operator.block_rows), "device": str(jax.devices()[0])}
-    for width in sorted({1, 8, block} if case == "a" else {block}):
-        V = jnp.ones((n, width), jnp.float64)
-        first = _timed(lambda V=V: jax.block_until_ready(operator.matvec(V)))  # with compilation
-        out[f"product_{width}_s"] = min(_timed(lambda V=V: jax.block_until_ready(operator.matvec(V)))
-                                        for _ in range(2))
-        out[f"first_{width}_s"] = first
+    for width, (first, best) in _product_times(operator, n, case, block, repeats=2).items():
+        out[f"product_{width}_s"], out[f"first_{width}_s"] = best, first
     out["peak_bytes"] = peak_memory_bytes()
     try:  # an accelerator's own memory (CPU devices report none)
         out["device_peak_bytes"] = (jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use")
@@ -182,7 +188,7 @@ def worker_products(case: str, n: int, seed: int, block: int | None = None) -> d
 
 
 def _report_products(case: str, n: int, result: dict, rate: float) -> None:
-    label = {"a": f"(a) empirical two-layer NTK, m = {WIDTH}", "b": "(b) infinite-width two-layer NTK"}[case]
+    label = LABELS[case]
     print(f"\n{label}, n = {n}, d = {DIM}, float64, products only, on {result.get('device')}")
     if result.get("status") != "ok":
         print(f"  {result.get('status')}")
@@ -225,7 +231,7 @@ def worker_dense(case: str, n: int, seed: int) -> dict:
 
 
 def _report(case: str, n: int, result: dict, dense: dict | None, rate: float, tol: float) -> None:
-    label = {"a": f"(a) empirical two-layer NTK, m = {WIDTH}", "b": "(b) infinite-width two-layer NTK"}[case]
+    label = LABELS[case]
     print(f"\n{label}, n = {n}, d = {DIM}, float64")
     if result.get("status") != "ok":
         print(f"  iterative: {result.get('status')}")
