@@ -551,6 +551,12 @@ def _count(value, name: str, least: int) -> int:
     return int(value)
 
 
+def _check_tolerance(tol) -> None:
+    """A one-line ValueError unless ``tol`` is a relative error in [0, 1)."""
+    if not (isinstance(tol, int | float | np.floating) and 0 <= tol < 1):
+        raise ValueError(f"tol must be a relative error in [0, 1), got {tol!r}")
+
+
 def _warn_unconverged(method: str, products: int, tol: float, eigen) -> None:
     """A RuntimeWarning, attributed to the caller's line: the budget ran out before every bound met the
     tolerance. The smallest Ritz value is still an upper bound on lambda_min (the largest a lower bound on
@@ -578,8 +584,8 @@ def _prepare(K, k: int, key, tol: float | None = None, max_products: int | None 
     n = operator.n
     if not 1 <= k <= n:
         raise ValueError(f"k must be between 1 and n = {n}, got {k}")
-    if tol is not None and not (isinstance(tol, int | float | np.floating) and 0 <= tol < 1):
-        raise ValueError(f"tol must be a relative error in [0, 1), got {tol!r}")
+    if tol is not None:
+        _check_tolerance(tol)
     for name, value in (("max_products", max_products), ("block", block)):
         if value is not None:
             _count(value, name, 1)

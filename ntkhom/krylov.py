@@ -21,7 +21,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
-from ntkhom.eigensolvers import lanczos
+from ntkhom.eigensolvers import _check_tolerance, _count, lanczos
 from ntkhom.operators import as_operator
 
 __all__ = ["LossCurve", "linearized_loss", "flow_loss", "quadratic_form"]
@@ -77,11 +77,9 @@ def quadratic_form(K, r, log_f, *, tol: float = DEFAULT_TOLERANCE, depth: int = 
     Returns:
       (values, error estimates, depth, products, converged).
     """
-    if not (isinstance(tol, int | float | np.floating) and 0 <= tol < 1):
-        raise ValueError(f"tol must be a relative error in [0, 1), got {tol!r}")
-    for name, value in (("depth", depth), ("max_depth", max_depth)):
-        if not (isinstance(value, int | np.integer) and value >= 1):
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+    _check_tolerance(tol)
+    _count(depth, "depth", 1)
+    _count(max_depth, "max_depth", 1)
     operator = as_operator(K)
     n = operator.n
     r = _residual(r, n)

@@ -46,7 +46,7 @@ def test_bad_arguments(problem):
         krylov.linearized_loss(op, r0, 0.1, [0, 2.5])
     with pytest.raises(ValueError, match="tol must be"):
         krylov.linearized_loss(op, r0, 0.1, [1], tol=-1e-8)
-    with pytest.raises(ValueError, match="max_depth must be a positive integer"):
+    with pytest.raises(ValueError, match="max_depth must be an integer >= 1"):
         krylov.flow_loss(op, r0, [1.0], max_depth=0)
 
 
