@@ -205,7 +205,7 @@ def compute(settings, folder, *, quiet: bool = False) -> None:
     def on_point(width, seed, point):
         row = point.row()
         if settings.get("kernel_path", "dense") != "dense":
-            folder.unit(_point_key(width, seed, point.s), lambda: row)
+            folder.unit(_point_key(width, seed, point.s), lambda: {"width": width, "seed": seed, **row})
             if folder.writer:  # its last check belongs to a finished point now
                 folder.file(LANCZOS).unlink(missing_ok=True)
         folder.append_row("points.csv", {"width": width, "seed": seed, "depth": settings["depth"], **row})
@@ -373,14 +373,9 @@ def _unfinished(folder) -> list[str]:
     from ntkhom.plots import curve_label
     from ntkhom.report import markdown_table
 
-    finished = {(str(p["width"]), str(p["seed"])) for p in _paths(folder)}
-    rows = []
-    for key, row in folder.units().items():
-        if not key.startswith(POINT):
-            continue
-        width, seed = (part.split("=", 1)[1] for part in key[len(POINT):].split(" ")[:2])
-        if (width, seed) not in finished:
-            rows.append({"width": width, "seed": None if seed == "None" else int(seed), **row})
+    finished = {_key(p["width"], p["seed"]) for p in _paths(folder)}
+    rows = [row for key, row in folder.units().items()
+            if key.startswith(POINT) and _key(row["width"], row["seed"]) not in finished]
     lines = []
     if rows:
         lines += ["## Points of unfinished paths", "",
