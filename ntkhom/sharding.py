@@ -350,6 +350,9 @@ def shard_operator(op, mesh: Mesh) -> ShardedOperator:
                             f"has no {name}")
     if isinstance(op, ShardedOperator):
         return shard_operator(op.op, mesh)
+    if getattr(op, "native", False):
+        raise ValueError("native products run on the host CPU of one process and cannot be sharded; build the "
+                         "operator with native=False (the default) to shard it")
     if hasattr(op, "nodes") and hasattr(op, "_combine"):  # a kernel path: its three nodes, each sharded
         return ShardedOperator(op, mesh, "path", None, {"nodes": tuple(shard_operator(node, mesh)
                                                                         for node in op.nodes)})

@@ -1,0 +1,93 @@
+"""Opt-in host-CPU kernel for products with 0/1 matrices: B Y for a bit-packed B, by the "Four Russians" method.
+
+Why native code. The structured two-layer NTK product (:class:`ntkhom.operators.TwoLayerNTKOperator`, ReLU
+family, hidden layer trained) is two products with the n x m matrix of sign patterns B in {0, 1}: B^T Y and
+B M, with Y of shape (n, c) and M of shape (m, c), c = d' k. As float matrix products they cost n m c
+multiply-adds each, and XLA first has to turn the packed bits into float tiles (about half the time of an
+XLA product on the 2-core CI machine, docs/benchmarks.md). With the bits themselves, eight rows of B at a
+time form a byte, and the 256 subset sums of the eight matching rows of Y (a table of 256 x c, built with
+256 c additions) give every output row's share of those eight rows by one table lookup and one c-vector
+addition: n m c / 8 additions in all, plus n c / 8 * 256 to build the tables. That trades a dense product
+for gathers, which XLA cannot compile into a cache-friendly loop; numba can. Measured in
+``benchmarks/bench_large_spectra.py --products-only`` (the XLA product in the same run).
+
+The sums are exact float additions in another order than a matrix product's: the result agrees with the
+float product to rounding (tested to 1e-13 relative in float64).
+
+Needs numba (``pip install "ntkhom[native]"``, or ``uv sync --extra native``); it runs on the host CPU
+only, through ``jax.pure_callback``, so it works under ``jit`` and reverse-mode ``grad`` (each product's
+transpose is the other product) but not on an accelerator and not under forward-mode differentiation.
+Nothing else in ntkhom needs it: the default XLA product runs everywhere.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+__all__ = ["available", "require", "bit_matrix_product", "pack_bits", "words_as_bytes"]
+
+#: Bytes of lookup tables kept for one group of 8-row chunks: half of a 1 MiB level-2 cache, so the tables
+#: and the output rows being summed into stay near the core (groups of 8 chunks for c = 32).
+TABLE_GROUP_BYTES = 512 * 2**10
+#: Output rows per tile inside a group: 128 rows of 32 float64 are 32 KiB (a level-1 data cache). Tiles
+#: of 64 to 1024 rows and groups of 8 to 64 chunks were within 30 percent of each other at n = 20000.
+ROW_TILE = 128
+
+
+def available() -> bool:
+    """Whether numba can be imported (the native kernel's only requirement)."""
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def require() -> None:
+    """Raise an ImportError that says how to install the native kernel's dependency, where it is missing."""
+    if not available():
+        raise ImportError('native products need numba: pip install "ntkhom[native]" (or uv sync --extra native)')
+
+
+def pack_bits(bits: np.ndarray) -> np.ndarray:
+    """(r, q) booleans -> (r, ceil(q / 8)) uint8, bit t of byte p holding column 8 p + t (zero padding)."""
+    return np.packbits(np.asarray(bits, bool), axis=1, bitorder="little")
+
+
+def _kernels():
+    require()
+    from ntkhom import _bit_kernels  # numba compiles (or loads its cache) on first use
+
+    return _bit_kernels.product, _bit_kernels.nb.get_num_threads
+
+
+def bit_matrix_product(packed: np.ndarray, Y: np.ndarray) -> np.ndarray:
+    """B Y for the 0/1 matrix B whose row i has bit t of ``packed[i, p]`` in column 8 p + t.
+
+    Args:
+      packed: (r, q) uint8, as :func:`pack_bits` makes (B is r x 8 q; its columns past Y's rows add
+        nothing, whatever their bits).
+      Y: (n, c) float32 or float64 with n <= 8 q.
+
+    Returns:
+      (r, c) array of Y's dtype: row i is the sum of the rows of Y whose bits are set in row i.
+    """
+    packed = np.ascontiguousarray(packed)
+    if packed.dtype != np.uint8 or packed.ndim != 2:
+        raise TypeError(f"packed must be a 2-D uint8 array, got {packed.dtype} of shape {packed.shape}")
+    Y = np.ascontiguousarray(Y)
+    if Y.ndim != 2 or Y.dtype not in (np.float32, np.float64):
+        raise TypeError(f"Y must be a 2-D float32 or float64 array, got {Y.dtype} of shape {Y.shape}")
+    if not np.all(np.isfinite(Y)):
+        raise FloatingPointError("bit_matrix_product: Y has NaN or inf entries")
+    if Y.shape[0] > 8 * packed.shape[1]:
+        raise ValueError(f"Y has {Y.shape[0]} rows, but the packed matrix has {8 * packed.shape[1]} columns")
+    c = max(1, Y.shape[1])
+    group = max(1, min(64, TABLE_GROUP_BYTES // (256 * c * Y.dtype.itemsize)))
+    product, threads = _kernels()
+    return product(packed, Y, group, ROW_TILE, threads())
+
+
+def words_as_bytes(words: np.ndarray) -> np.ndarray:
+    """(r, w) uint32 words of 32 bits (bit t of word q for column 32 q + t) -> (r, 4 w) uint8, same order."""
+    return np.ascontiguousarray(words, dtype=np.dtype("<u4")).view(np.uint8)  # little-endian on any host
