@@ -3,6 +3,7 @@ the size and the alternative), switches to the matrix-free path when the dense o
 matrix-free path gives the dense path's lambda_min."""
 
 import argparse
+import importlib.util
 import json
 
 import numpy as np
@@ -58,14 +59,20 @@ def test_matrix_free_run_gives_the_dense_lambda_min(tmp_path):
               "--density-s", "--quiet"]
     assert main(["spectrum", "--dense", "--out", str(tmp_path / "dense"), *common]) == 0
     assert main(["spectrum", "--matrix-free", "--out", str(tmp_path / "free"), *common]) == 0
-    dense, free = (read_csv(tmp_path / name / "points.csv") for name in ("dense", "free"))
-    assert len(dense) == len(free) == 6  # infinite width and one seed, three values of s
-    for a, b in zip(dense, free):
-        assert (a["width"], a["s"]) == (b["width"], b["s"]) and b["method"] == "lanczos"
-        assert a["resolved"] == b["resolved"] == "True"
-        np.testing.assert_allclose(float(b["lambda_min"]), float(a["lambda_min"]), rtol=1e-8)
-        # the certified interval [lower_bound, value] holds the dense value
-        assert float(b["lower_bound"]) <= float(a["lambda_min"]) * (1 + 1e-12)
+    runs = ["dense", "free"]
+    if importlib.util.find_spec("numba") is not None:  # the finite width's products by ntkhom.native
+        assert main(["spectrum", "--matrix-free", "--native", "--out", str(tmp_path / "native"), *common]) == 0
+        assert json.loads((tmp_path / "native" / "run.json").read_text())["settings"]["native"] is True
+        runs.append("native")
+    dense, *others = (read_csv(tmp_path / name / "points.csv") for name in runs)
+    for free in others:
+        assert len(dense) == len(free) == 6  # infinite width and one seed, three values of s
+        for a, b in zip(dense, free):
+            assert (a["width"], a["s"]) == (b["width"], b["s"]) and b["method"] == "lanczos"
+            assert a["resolved"] == b["resolved"] == "True"
+            np.testing.assert_allclose(float(b["lambda_min"]), float(a["lambda_min"]), rtol=1e-8)
+            # the certified interval [lower_bound, value] holds the dense value
+            assert float(b["lower_bound"]) <= float(a["lambda_min"]) * (1 + 1e-12)
     record = json.loads((tmp_path / "free" / "run.json").read_text())
     assert record["settings"]["kernel_path"] == "matrix-free"
     assert record["environment"]["processes_and_devices"]["device_count"] >= 1

@@ -85,6 +85,8 @@ def test_report_runs_with_small_overrides(tmp_path):
     (["--s", "0", "nan"], "non-finite"),
     (["--widths", "--no-infinite"], "nothing to compute"),
     (["--seeds", "0"], "--seeds"),
+    (["--native", "--depth", "2"], "--native: native products need a two-layer network"),
+    (["--native", "--activation", "tanh"], "--native: native products need a two-layer network"),
 ])
 def test_bad_input_is_one_line_with_exit_2(tmp_path, capsys, extra, match):
     code, err = run_cli(["spectrum", "--out", tmp_path / "bad", *SMALL, *extra], capsys)

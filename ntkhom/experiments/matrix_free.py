@@ -48,7 +48,19 @@ def unsupported(model, *, infinite: bool) -> str:
     return ""
 
 
-def _operator_at(net, params, x):
+def native_problem(model) -> str:
+    """Why native products (:mod:`ntkhom.native`) cannot serve this network's finite widths ("" when they can)."""
+    from ntkhom import native
+
+    if model.depth != 1 or model.phi.slopes is None or model.trained != "hidden":
+        return (f"native products need a two-layer network with a ReLU-family activation and trained='hidden' "
+                f"(got depth {model.depth}, activation {model.phi.name!r}, trained={model.trained!r})")
+    if not native.available():
+        return 'native products need numba: pip install "ntkhom[native]" (or uv sync --extra native)'
+    return ""
+
+
+def _operator_at(net, params, x, native: bool = False):
     """s -> the kernel operator of ``net`` at s (params None: infinite width)."""
     from ntkhom import operators
 
@@ -56,7 +68,7 @@ def _operator_at(net, params, x):
         base = operators.infinite_ntk_operator(net, x)
         return base.at
     if net.depth == 1:
-        base = operators.two_layer_ntk_operator(net, params, x)
+        base = operators.two_layer_ntk_operator(net, params, x, native=native)
         return base.at
     return lambda s: operators.model_jacobian_ntk_operator(net, params, x, s=s)
 
@@ -76,7 +88,7 @@ def _path(operator_at: Callable, grid: np.ndarray, mesh, tol: float, report: Cal
             start = None
             continue
         operator = operator_at(float(s))
-        if mesh is not None and mesh.devices.size > 1:
+        if mesh is not None and mesh.devices.size > 1 and not getattr(operator, "native", False):
             operator = sharding.shard_operator(operator, mesh)
         key = jax.random.fold_in(jax.random.PRNGKey(0), i)
         progress = None if on_progress is None else (lambda *args, s=float(s): on_progress(s, *args))
@@ -109,6 +121,7 @@ def matrix_free_spectra(
     on_point: Callable | None = None,
     on_progress: Callable | None = None,
     known: Callable | None = None,
+    native: bool = False,
 ) -> Iterator:
     """lambda_min(s) at infinite width and each finite width and seed, from kernel products only.
 
@@ -117,7 +130,9 @@ def matrix_free_spectra(
     ``on_progress(width, seed, s, depth, eigenvalues, products)``: called at each certificate check of every
     Lanczos run (at n = 10^5 one s takes the better part of an hour on two cores); ``known(width, seed, s)``:
     a :class:`ntkhom.eigenpath.PathPoint` finished by an earlier run, which is not computed again (or None).
-    ``on_point`` is called for the points computed here only.
+    ``on_point`` is called for the points computed here only. ``native``: finite-width products by
+    :mod:`ntkhom.native` on the host CPU of one process (two-layer ReLU-family networks; not with a mesh of
+    several devices).
 
     Yields:
       one :class:`ntkhom.experiments.sweeps.PathResult` per finished (width, seed), infinite width first,
@@ -131,6 +146,11 @@ def matrix_free_spectra(
     grid = check_s_grid(s_grid)
     widths = check_widths(widths)
     problem = unsupported(model, infinite=infinite)
+    if not problem and native and widths:
+        problem = native_problem(model)
+        if not problem and mesh is not None and mesh.devices.size > 1:
+            problem = (f"native products run on the host CPU of one process, not over {mesh.devices.size} "
+                       "devices; drop --native to shard the products")
     if problem:
         raise ValueError(f"matrix-free spectra: {problem}")
     x = jnp.asarray(x)
@@ -144,7 +164,7 @@ def matrix_free_spectra(
             operator_at = _operator_at(model, None, x)
         else:
             net = _with_width(model, width)
-            operator_at = _operator_at(net, net.init(_seed_key(key, width, seed), x.shape[1]), x)
+            operator_at = _operator_at(net, net.init(_seed_key(key, width, seed), x.shape[1]), x, native)
         progress = None if on_progress is None else (
             lambda *args, width=width, seed=seed: on_progress(width, seed, *args))
         finished = None if known is None else (lambda s, width=width, seed=seed: known(width, seed, s))

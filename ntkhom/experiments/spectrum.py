@@ -55,6 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser, defaults: dict | None = None)
     parser.add_argument("--bias", action="store_true", help="hidden-layer biases")
     parser.add_argument("--method", default="reduced", choices=("reduced", "subspace", "eigh"),
                         help="lambda_min along the path (ntkhom.eigenpath.lambda_min_path)")
+    parser.add_argument("--native", action="store_true",
+                        help="matrix-free path, finite widths: products by ntkhom.native (numba, host CPU, one "
+                             "process; two-layer ReLU-family networks, hidden layer trained; the native extra)")
     add_seed(parser)
     scale.add_arguments(parser)
 
@@ -102,6 +105,15 @@ def settings(args) -> dict:
         density_s.append(snapped)
     dataset = load(args.dataset, n=args.n, d=args.d, normalization=args.normalization, seed=args.seed)
     choice = choose_path(args, dataset.n, dataset.d, _model(vars(args)))
+    if getattr(args, "native", False):
+        from ntkhom.experiments.matrix_free import native_problem
+
+        problem = native_problem(_model(vars(args)))
+        if problem:
+            raise ValueError(f"--native: {problem}")
+        if choice.path != "matrix-free":
+            warn("--native applies to the matrix-free path only; this run takes the dense path "
+                 "(--matrix-free forces the other)")
     if not args.quiet:
         from ntkhom.sharding import device_mesh
 
@@ -115,6 +127,8 @@ def settings(args) -> dict:
                                                        "experiment", *placement)}
     settings.update(n_effective=dataset.n, d_effective=dataset.d, s_grid=[float(v) for v in grid],
                     density_s=sorted(set(density_s)), kernel_path=choice.path)
+    if not settings.get("native"):  # recorded only when asked for, so runs from before the option still resume
+        settings.pop("native", None)
     return settings
 
 
@@ -231,7 +245,8 @@ def compute(settings, folder, *, quiet: bool = False) -> None:
                 sweep = matrix_free.matrix_free_spectra(model, dataset.x, grid, widths, seeds, key,
                                                         infinite=width == sweeps.INFINITE,
                                                         mesh=sharding.device_mesh(), on_point=on_point,
-                                                        on_progress=on_lanczos, known=known)
+                                                        on_progress=on_lanczos, known=known,
+                                                        native=bool(settings.get("native")))
             for result in sweep:
                 folder.unit(_key(result.width, result.seed), lambda result=result: {
                     "width": result.width, "seed": result.seed, "points": result.rows(),
