@@ -135,14 +135,14 @@ def _version(package: str) -> str:
 
 
 def environment_line() -> str:
-    """One line: Python, jax/jaxlib/neural-tangents/numpy versions, device, CPU count, x64 flag."""
+    """One line: Python, jax/jaxlib/neural-tangents/numpy/numba versions, device, CPU count, x64 flag."""
     import jax
 
     device = jax.devices()[0]
     kind = getattr(device, "device_kind", device.platform)
     return (
         f"python {platform.python_version()} | jax {_version('jax')} | jaxlib {_version('jaxlib')} | "
-        f"neural-tangents {_version('neural-tangents')} | numpy {_version('numpy')} | "
+        f"neural-tangents {_version('neural-tangents')} | numpy {_version('numpy')} | numba {_version('numba')} | "
         f"device {device.platform}:{kind} x{jax.device_count()} | {os.cpu_count()} cpu | "
         f"{platform.machine()} {platform.system()} | x64 {bool(jax.config.jax_enable_x64)}"
     )

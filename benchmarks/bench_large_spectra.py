@@ -15,6 +15,8 @@ float64 matrix-product rate.
     uv run python benchmarks/bench_large_spectra.py --n 20000 --case a --dense no
     uv run python benchmarks/bench_large_spectra.py --n 1000000 --dense no   # on an accelerator
     uv run python benchmarks/bench_large_spectra.py --n 1000000 --products-only   # its short check first
+    uv run python benchmarks/bench_large_spectra.py --n 100000 --case a --native --products-only
+                                                # (a)'s products by ntkhom.native beside XLA's, one process
 
 A long run with its progress on stderr, then its report:
 
@@ -25,6 +27,7 @@ A long run with its progress on stderr, then its report:
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -56,7 +59,7 @@ LABELS = {"a": f"(a) empirical two-layer NTK, m = {WIDTH}", "b": "(b) infinite-w
 DENSE_AUTO_MAX_N = 8000
 
 
-def _setup(case: str, n: int, seed: int):
+def _setup(case: str, n: int, seed: int, native: bool = False):
     import jax
 
     from ntkhom import models, operators
@@ -67,7 +70,7 @@ def _setup(case: str, n: int, seed: int):
     model = models.two_layer(WIDTH, s=1.0)
     if case == "a":
         params = model.init(key_p, DIM)
-        return operators.two_layer_ntk_operator(model, params, x), (model, params, x)
+        return operators.two_layer_ntk_operator(model, params, x, native=native), (model, params, x)
     return operators.infinite_ntk_operator(model, x), (model, None, x)
 
 
@@ -96,14 +99,14 @@ def _product_flops(case: str, n: int, block: int = 1) -> float:
     return 4.0 * n * DIM * WIDTH * block if case == "a" else n * n * DIM + 2.0 * n * n * block
 
 
-def _timed_setup(case: str, n: int, seed: int):
+def _timed_setup(case: str, n: int, seed: int, native: bool = False):
     """(operator, start time, set-up seconds) in float64, with the peak-memory counter reset first."""
     import jax
 
     jax.config.update("jax_enable_x64", True)
     reset_peak_memory()
     start = time.perf_counter()
-    operator, _ = _setup(case, n, seed)
+    operator, _ = _setup(case, n, seed, native)
     jax.block_until_ready(operator)
     return operator, start, time.perf_counter() - start
 
@@ -124,10 +127,11 @@ def _product_times(operator, n: int, case: str, block: int, repeats: int) -> dic
     return times
 
 
-def worker_iterative(case: str, n: int, seed: int, tol: float, rank: int | None, block: int | None = None) -> dict:
+def worker_iterative(case: str, n: int, seed: int, tol: float, rank: int | None, block: int | None = None,
+                     native: bool = False) -> dict:
     from ntkhom import eigensolvers
 
-    operator, start, setup_s = _timed_setup(case, n, seed)
+    operator, start, setup_s = _timed_setup(case, n, seed, native)
     if block is None:
         block = eigensolvers.default_block(operator) if rank is None else GUARD[case] + 1
 
@@ -151,7 +155,7 @@ def worker_iterative(case: str, n: int, seed: int, tol: float, rank: int | None,
     lmax, lmin = top.eigenvalues[0], bottom.eigenvalues[0]
     return {
         "status": "ok", "case": case, "n": n, "setup_s": setup_s, "total_s": total,
-        "method": method, "block": block,
+        "method": method, "block": block, "products_by": _products_by(operator),
         "lambda_max": lmax.value, "lambda_max_bound": lmax.bound, "lambda_max_products": top_products,
         "lambda_max_s": top.seconds, "lambda_min": lmin.value, "lambda_min_bound": lmin.bound,
         "lambda_min_residual": lmin.residual, "lambda_min_products": bottom.products,
@@ -167,18 +171,32 @@ def worker_iterative(case: str, n: int, seed: int, tol: float, rank: int | None,
 COLUMNS_AT_1E5 = {"a": 1281, "b": 3458}
 
 
-def worker_products(case: str, n: int, seed: int, block: int | None = None) -> dict:
-    """Set-up and product times alone (no eigensolver): the short check for a device with little time."""
+def _products_by(operator) -> str:
+    return "ntkhom.native (numba, host CPU)" if getattr(operator, "native", False) else "XLA"
+
+
+def worker_products(case: str, n: int, seed: int, block: int | None = None, native: bool = False) -> dict:
+    """Set-up and product times alone (no eigensolver): the short check for a device with little time. With
+    native products, the XLA products are timed in the same process as their competitor."""
     import jax
+    import numpy as np
 
     from ntkhom import eigensolvers
 
-    operator, _, setup_s = _timed_setup(case, n, seed)
+    operator, _, setup_s = _timed_setup(case, n, seed, native)
     block = block or eigensolvers.default_block(operator)
     out = {"status": "ok", "case": case, "n": n, "setup_s": setup_s, "block": block,
-           "block_rows": int(operator.block_rows), "device": str(jax.devices()[0])}
+           "block_rows": int(operator.block_rows), "device": str(jax.devices()[0]),
+           "products_by": _products_by(operator)}
     for width, (first, best) in _product_times(operator, n, case, block, repeats=2).items():
         out[f"product_{width}_s"], out[f"first_{width}_s"] = best, first
+    if native:
+        xla = dataclasses.replace(operator, host_bits=None)  # the same operator, its products by XLA
+        V = jax.random.normal(jax.random.PRNGKey(seed), (n, 1), np.float64)
+        ours, theirs = np.asarray(operator.matvec(V)), np.asarray(xla.matvec(V))
+        out["native_vs_xla_rel"] = float(np.max(np.abs(ours - theirs)) / np.max(np.abs(theirs)))
+        for width, (_, best) in _product_times(xla, n, case, block, repeats=2).items():
+            out[f"xla_product_{width}_s"] = best
     out["peak_bytes"] = peak_memory_bytes()
     try:  # an accelerator's own memory (CPU devices report none)
         out["device_peak_bytes"] = (jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use")
@@ -196,11 +214,17 @@ def _report_products(case: str, n: int, result: dict, rate: float) -> None:
     device = result.get("device_peak_bytes")
     print(f"  setup {format_seconds(result['setup_s'])}, tiles of {result['block_rows']} rows, peak host memory "
           f"{format_bytes(result['peak_bytes'])}" + (f", device {format_bytes(device)}" if device else ""))
+    print(f"  products by {result.get('products_by', 'XLA')}")
     widths = sorted(int(k.split("_")[1]) for k in result if k.startswith("product_"))
     for width in widths:
         t, first = result[f"product_{width}_s"], result[f"first_{width}_s"]
         print(f"  product of {width} column(s): {format_seconds(t)} (first call {format_seconds(first)} with "
-              f"compilation); {_product_flops(case, n, width) / t / 1e9:.1f} GF/s vs matmul {rate:.1f} GF/s")
+              f"compilation); {_product_flops(case, n, width) / t / 1e9:.1f} GF/s vs matmul {rate:.1f} GF/s"
+              + (f"; XLA in the same process {format_seconds(result[f'xla_product_{width}_s'])}, "
+                 f"{result[f'xla_product_{width}_s'] / t:.2f}x the time" if f"xla_product_{width}_s" in result
+                 else ""))
+    if "native_vs_xla_rel" in result:
+        print(f"  native and XLA products differ by {result['native_vs_xla_rel']:.1e} (max relative)")
     width = 1 if case == "a" else result["block"]
     columns = COLUMNS_AT_1E5[case]
     projected = columns * result[f"product_{width}_s"] / width
@@ -232,7 +256,7 @@ def worker_dense(case: str, n: int, seed: int) -> dict:
 
 def _report(case: str, n: int, result: dict, dense: dict | None, rate: float, tol: float) -> None:
     label = LABELS[case]
-    print(f"\n{label}, n = {n}, d = {DIM}, float64")
+    print(f"\n{label}, n = {n}, d = {DIM}, float64, products by {result.get('products_by', 'XLA')}")
     if result.get("status") != "ok":
         print(f"  iterative: {result.get('status')}")
         return
@@ -333,14 +357,17 @@ def main(argv=None) -> None:
     parser.add_argument("--products-only", action="store_true",
                         help="time the set-up and the products alone, no eigensolver (a short device check), "
                              "with the time the n = 10^5 column counts would take")
+    parser.add_argument("--native", action="store_true",
+                        help="case (a) with products by ntkhom.native (numba, host CPU; needs the native extra); "
+                             "with --products-only the XLA products are timed beside them")
     parser.add_argument("--worker", choices=["iterative", "dense", "products"], help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         case, n = args.case, args.n[0]
         if args.worker == "iterative":
-            out = worker_iterative(case, n, args.seed, args.tol, args.rank, args.block)
+            out = worker_iterative(case, n, args.seed, args.tol, args.rank, args.block, args.native)
         elif args.worker == "products":
-            out = worker_products(case, n, args.seed, args.block)
+            out = worker_products(case, n, args.seed, args.block, args.native)
         else:
             out = worker_dense(case, n, args.seed)
         print(json.dumps(out))
@@ -363,6 +390,7 @@ def main(argv=None) -> None:
     for n in args.n:
         for case in cases:
             common = ["--case", case, "--n", str(n), "--seed", str(args.seed)]
+            common += ["--native"] if args.native and case == "a" else []
             if args.products_only:
                 block = ["--block", str(args.block)] if args.block else []
                 result = run_isolated([here, "--worker", "products", *common, *block], args.timeout)
