@@ -22,7 +22,7 @@ def _inputs(n=N, seed=0):
 
 
 @pytest.mark.parametrize("dtype, rtol", [(np.float64, 1e-13), (np.float32, 1e-5)])
-@pytest.mark.parametrize("rows, chunks, n, c", [(37, 5, 35, 7), (300, 40, 320, 33), (1, 1, 3, 1)])
+@pytest.mark.parametrize("rows, chunks, n, c", [(37, 5, 35, 7), (300, 40, 320, 33), (1, 1, 3, 1), (20, 3, 17, 150)])
 def test_bit_matrix_product_equals_a_float_product(dtype, rtol, rows, chunks, n, c):
     rng = np.random.default_rng(rows + c)
     packed = rng.integers(0, 256, (rows, chunks), dtype=np.uint8)  # bits past Y's n rows are set too

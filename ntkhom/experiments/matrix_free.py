@@ -26,16 +26,18 @@ def preconditioner_rank(n: int) -> int:
     return int(min(n // 4, 64 + 8 * math.sqrt(n)))
 
 
-def matrix_free_bytes(n: int, d: int, widest: int = 0, *, itemsize: int = 8) -> int:
+def matrix_free_bytes(n: int, d: int, widest: int = 0, *, itemsize: int = 8, native: bool = False) -> int:
     """Estimated peak memory of the matrix-free path: the preconditioner's factor and its SVD (four (n, r)
-    arrays), the inputs and LOBPCG's blocks (O(n d)), sign patterns (n m / 8 bytes) and the operators'
-    block buffers (:data:`ntkhom.operators.OPERATOR_BLOCK_BYTES`)."""
+    arrays), the inputs and LOBPCG's blocks (O(n d)), sign patterns (n m / 8 bytes; three times that with
+    ``native``, whose host copies are packed both ways) and the operators' block buffers
+    (:data:`ntkhom.operators.OPERATOR_BLOCK_BYTES`)."""
     from ntkhom.operators import OPERATOR_BLOCK_BYTES
 
     rank = preconditioner_rank(n)
     # The operators size their row or width blocks to OPERATOR_BLOCK_BYTES (a block is at most all n rows).
     blocks = min(2 * OPERATOR_BLOCK_BYTES, 8 * n * max(n, widest) * itemsize)
-    return int(itemsize * n * (4 * rank + 4 * d + 64) + n * widest // 8 + blocks)
+    patterns = (3 if native else 1) * (n * widest // 8)
+    return int(itemsize * n * (4 * rank + 4 * d + 64) + patterns + blocks)
 
 
 def unsupported(model, *, infinite: bool) -> str:

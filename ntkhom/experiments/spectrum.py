@@ -139,7 +139,8 @@ def choose_path(args, n: int, d: int, model) -> scale.PathChoice:
     widest = max(args.widths, default=0)
     problem = matrix_free.unsupported(model, infinite=not args.no_infinite)
     return scale.choose_path(args, n=n, dense_bytes=scale.dense_spectrum_bytes(n, d, widest, args.depth),
-                             matrix_free_bytes=matrix_free.matrix_free_bytes(n, d, widest),
+                             matrix_free_bytes=matrix_free.matrix_free_bytes(
+                                 n, d, widest, native=bool(getattr(args, "native", False))),
                              matrix_free_problem=problem)
 
 
