@@ -12,6 +12,7 @@ Modules, in import order (each uses only those above it):
 - ``ntkhom.nt``: the one door to neural-tangents.
 - ``ntkhom.stax``: ``Homotopy``, a neural-tangents stax layer of sigma_s with its exact kernel.
 - ``ntkhom.kernels``: empirical and infinite-width NTKs, the kernel path K(s) = K0 + s K1 + s^2 K2.
+- ``ntkhom.native``: opt-in numba products with bit-packed 0/1 matrices (host CPU; the ``native`` extra).
 - ``ntkhom.operators``: kernel operators: products K V without forming K (structured, Jacobian, infinite width).
 - ``ntkhom.spectrum``: float64 spectra, each eigenvalue with its numerical floor (matrices or operators).
 - ``ntkhom.eigensolvers``: certified iterative extreme eigenvalues of operators (Lanczos, LOBPCG), SLQ density.
