@@ -134,8 +134,8 @@ def _dtype(dtype=None):
 
 
 def _check_size(n: int, d: int) -> None:
-    if int(n) < 1 or int(d) < 1:
-        raise ValueError(f"need n >= 1 and d >= 1, got n = {n}, d = {d}")
+    if any(isinstance(v, bool) or int(v) != v or v < 1 for v in (n, d)):
+        raise ValueError(f"need whole numbers n >= 1 and d >= 1, got n = {n}, d = {d}")
 
 
 def sphere(key, n: int, d: int, *, dtype=None) -> jax.Array:
@@ -158,8 +158,10 @@ def circle(key, n: int, random_angles: bool = True, *, dtype=None) -> jax.Array:
 def gaussian_clusters(key, n: int, d: int, clusters: int = 4, spread: float = 0.3, *, dtype=None):
     """n points from ``clusters`` Gaussian blobs with centres on the unit sphere; returns (x, labels)."""
     _check_size(n, d)
-    if clusters < 1:
-        raise ValueError(f"clusters must be >= 1, got {clusters}")
+    if isinstance(clusters, bool) or int(clusters) != clusters or clusters < 1:
+        raise ValueError(f"clusters must be a whole number >= 1, got {clusters}")
+    if not isinstance(spread, jax.core.Tracer) and not (math.isfinite(spread) and spread >= 0):
+        raise ValueError(f"spread must be finite and >= 0, got {spread}")
     k_centre, k_label, k_noise = jax.random.split(key, 3)
     centres = sphere(k_centre, clusters, d, dtype=dtype)
     labels = jax.random.randint(k_label, (n,), 0, clusters)
@@ -169,8 +171,12 @@ def gaussian_clusters(key, n: int, d: int, clusters: int = 4, spread: float = 0.
 
 def teacher_targets(key, x, width: int = 32, s: float = 1.0) -> jax.Array:
     """Targets y = teacher(x) from a random two-layer ReLU-type network, normalised to unit RMS, (n, 1)."""
-    from ntkhom.activations import homotopy
+    from ntkhom.activations import check_s, homotopy
 
+    x = check_inputs(x)
+    if isinstance(width, bool) or int(width) != width or width < 1:
+        raise ValueError(f"teacher width must be a whole number >= 1, got {width}")
+    s = check_s(s)
     k_w, k_a = jax.random.split(key)
     w = jax.random.normal(k_w, (x.shape[1], width), x.dtype)
     a = jax.random.normal(k_a, (width, 1), x.dtype)

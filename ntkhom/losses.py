@@ -6,8 +6,12 @@ from __future__ import annotations
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
-__all__ = ["squared_loss", "cross_entropy", "accuracy", "LOSSES", "REDUCTIONS"]
+__all__ = ["squared_loss", "cross_entropy", "accuracy", "check_class_targets", "LOSSES", "REDUCTIONS"]
+
+#: Tolerance on a target row's sum for it to count as a probability vector (float32 one-hot rows sum exactly).
+_ROW_SUM_TOLERANCE = 1e-5
 
 REDUCTIONS = ("sum", "mean")
 
@@ -28,6 +32,21 @@ def squared_loss(pred, y, reduction: str = "sum"):
 def cross_entropy(logits, y_onehot, reduction: str = "mean"):
     """-sum_k y_k log softmax(logits)_k per sample; mean over samples by default (as PyTorch's)."""
     return _reduce(-jnp.sum(y_onehot * jax.nn.log_softmax(logits, axis=-1), axis=-1), reduction)
+
+
+def check_class_targets(y, name: str = "y") -> None:
+    """Refuse cross-entropy targets that are not rows of class probabilities: (n, classes >= 2), entries >= 0,
+    each row summing to 1 (one-hot labels, or soft labels). Regression targets would train on nonsense."""
+    y = np.asarray(y)
+    if y.ndim != 2 or y.shape[1] < 2:
+        raise ValueError(f"cross-entropy {name} must be (n, classes) with at least 2 classes (one-hot or soft "
+                         f"labels), got shape {y.shape}")
+    sums = y.sum(axis=1)
+    bad = np.flatnonzero((y < 0).any(axis=1) | (np.abs(sums - 1.0) > _ROW_SUM_TOLERANCE))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"cross-entropy {name} must hold class probabilities (entries >= 0, rows summing to 1); "
+                         f"row {i} sums to {sums[i]:.6g} with minimum {y[i].min():.6g} ({bad.size} such rows)")
 
 
 def accuracy(logits, y_onehot):

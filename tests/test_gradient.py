@@ -227,6 +227,16 @@ def test_cross_entropy_classification_learns(data):
     assert result.loss[0] == pytest.approx(float(cross_entropy(model.apply(params, x), y)))
     assert result.final_loss < 0.5 * result.loss[0]
     assert result.metrics["accuracy"][-1] == 1.0
+    # soft labels are class probabilities too; regression-like targets and a single class are refused
+    solver.init(params, (x, 0.9 * y + 0.05))
+    with pytest.raises(ValueError, match="row 0 sums to"):
+        solver.init(params, (x, 2.0 * y))
+    with pytest.raises(ValueError, match="entries >= 0"):
+        solver.init(params, (x, y.at[3].set(jnp.array([1.5, -0.5]))))
+    single = two_layer(8, out_dim=1, trained="all")
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        gradient_solver(single, learning_rate=1.0, loss="cross_entropy").init(
+            single.init(jax.random.PRNGKey(5), 4), (x, jnp.ones((x.shape[0], 1), x.dtype)))
 
 
 def test_bad_input_is_refused(data):

@@ -90,7 +90,7 @@ def _path(operator_at: Callable, grid: np.ndarray, mesh, tol: float, report: Cal
             start = None
             continue
         operator = operator_at(float(s))
-        if mesh is not None and mesh.devices.size > 1 and not getattr(operator, "native", False):
+        if mesh is not None and mesh.devices.size > 1:
             operator = sharding.shard_operator(operator, mesh)
         key = jax.random.fold_in(jax.random.PRNGKey(0), i)
         progress = None if on_progress is None else (lambda *args, s=float(s): on_progress(s, *args))

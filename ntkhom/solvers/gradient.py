@@ -41,7 +41,7 @@ import optax
 from ntkhom import networks
 from ntkhom.activations import check_s, homotopy, homotopy_derivative
 from ntkhom.data import check_inputs, check_targets
-from ntkhom.losses import LOSSES, REDUCTIONS, accuracy
+from ntkhom.losses import LOSSES, REDUCTIONS, accuracy, check_class_targets
 from ntkhom.models import HomotopyMLP
 from ntkhom.solvers.base import Solver, default_key, dtype_of, is_concrete
 
@@ -142,11 +142,14 @@ def check_batch(model: HomotopyMLP | None, batch):
     return x, y
 
 
-def check_problem(model: HomotopyMLP | None, params, batch):
-    """:func:`check_batch`, the values where concrete, and the feature count against the parameters."""
+def check_problem(model: HomotopyMLP | None, params, batch, loss: str = "squared"):
+    """:func:`check_batch`, the values where concrete (class probabilities for cross-entropy), and the feature
+    count against the parameters."""
     x, y = check_batch(model, batch)
     if is_concrete(batch):  # values are checked where they are known, never on tracers
         check_targets(y, check_inputs(x).shape[0])
+        if loss == "cross_entropy":
+            check_class_targets(y)
     if model is not None and x.shape[1] != params[0]["W"].shape[0]:
         raise ValueError(f"inputs have {x.shape[1]} features but the parameters expect d = {params[0]['W'].shape[0]}")
     return x, y
@@ -257,7 +260,7 @@ class GradientSolver(Solver):
         return jax.grad(lambda t: self.objective(networks.combine(t, frozen), batch, s))(trainable)
 
     def init(self, params, batch) -> GradientState:
-        check_problem(self.model, params, batch)
+        check_problem(self.model, params, batch, self.loss_name)
         dtype = dtype_of(params)
         opt_state = self.optimizer.init(self.split(params)[0])
         injected = _injected_learning_rate(opt_state)

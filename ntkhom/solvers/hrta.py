@@ -217,7 +217,7 @@ class HrtaSolver(Solver):
         return params[:-1] + (last,)
 
     def init(self, params, batch) -> HrtaState:
-        check_problem(self.model, params, batch)
+        check_problem(self.model, params, batch, self.loss_name)
         dtype = dtype_of(params)
         stage_s = jnp.asarray([stage.s for stage in self.stages], dtype)
         stage_lr = jnp.asarray([jnp.nan if stage.learning_rate is None else stage.learning_rate
