@@ -332,7 +332,10 @@ def _report(case: str, n: int, result: dict, dense: dict | None, rate: float, to
         ideal = _product_flops(case, n, result["block"]) / (rate * 1e9) / result["block"]
         print(f"  target missed: {'; '.join(misses)}. Why: {products} products x {format_seconds(per_column)} "
               f"per column = {format_seconds(products * per_column)}; at the machine's matmul rate a column "
-              f"would take {format_seconds(ideal)}")
+              f"would take {format_seconds(ideal)}; ten minutes buy {600 / per_column:.0f} columns at "
+              f"{format_seconds(per_column)}" + (" (native products do fewer operations than the matrix product, "
+                                                "so they can beat its rate)" if "native" in result.get(
+                                                    "products_by", "") else ""))
     else:
         print(f"  targets met (certified to {TARGET_TOLERANCE:g} relative, < 8 GiB)")
 
