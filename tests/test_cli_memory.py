@@ -152,3 +152,15 @@ def test_a_point_whose_lanczos_run_spent_its_budget_is_unresolved(monkeypatch):
         assert back.converged is False and not back.resolved and np.isnan(back.lower_bound)
         assert (back.s, back.lambda_min, back.iterations) == (point.s, point.lambda_min, point.iterations)
     assert dense[0] <= result.path.points[1].lambda_min  # what it still is: an upper bound
+
+
+def test_native_products_refuse_several_devices_before_any_work(tmp_path, capsys, monkeypatch):
+    pytest.importorskip("numba")
+    import jax
+    from cli_helpers import run_cli
+
+    monkeypatch.setattr(jax, "device_count", lambda *args: 2)  # as with two GPUs or forced host devices
+    code, err = run_cli(["spectrum", "--matrix-free", "--native", "--n", "20", "--d", "3", "--widths", "16",
+                         "--seeds", "1", "--s", "0.5", "1.0", "--out", tmp_path / "two"], capsys)
+    assert code == 2 and len(err) == 1 and "not over 2 devices" in err[0], err
+    assert not (tmp_path / "two" / "points.csv").exists()

@@ -90,6 +90,8 @@ def s_grid_from(args) -> np.ndarray:
 
 def settings(args) -> dict:
     """The validated settings of a spectrum run (also the memory estimate, before any work)."""
+    import jax
+
     from ntkhom import distributed
     from ntkhom.data import load
 
@@ -114,12 +116,16 @@ def settings(args) -> dict:
         if choice.path != "matrix-free":
             warn("--native applies to the matrix-free path only; this run takes the dense path "
                  "(--matrix-free forces the other)")
+        elif jax.device_count() > 1:
+            raise ValueError(f"--native: native products run on the host CPU of one process, not over "
+                             f"{jax.device_count()} devices; drop --native to shard the products")
     if not args.quiet:
         from ntkhom.sharding import device_mesh
 
         mesh = device_mesh() if choice.path == "matrix-free" else None
-        print(f"{distributed.header_line(distributed.device_summary(mesh))}; {choice.path} path ({choice.reason})",
-              file=sys.stderr)
+        native = "; native products" if getattr(args, "native", False) and choice.path == "matrix-free" else ""
+        print(f"{distributed.header_line(distributed.device_summary(mesh))}; {choice.path} path ({choice.reason})"
+              f"{native}", file=sys.stderr)
     # Where and with how much memory it runs does not change the results (so --resume may change them).
     placement = ("memory_gb", "coordinator_address", "num_processes", "process_id", "distributed")
     settings = {k: v for k, v in vars(args).items()
