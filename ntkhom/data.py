@@ -133,8 +133,21 @@ def _dtype(dtype=None):
     return jnp.float64 if float64_enabled() else jnp.float32
 
 
+def is_whole(value, minimum: int = 1) -> bool:
+    """Whether ``value`` is a whole number >= ``minimum``: an int, or a float without fraction; never a bool,
+    NaN, inf, string or array. The one check behind every count argument, so that NaN or inf get the caller's
+    one-line message instead of "cannot convert float NaN to integer"."""
+    if isinstance(value, bool):
+        return False
+    try:
+        whole = int(value) == value
+    except (TypeError, ValueError, OverflowError):
+        return False
+    return bool(whole) and value >= minimum
+
+
 def _check_size(n: int, d: int) -> None:
-    if any(isinstance(v, bool) or int(v) != v or v < 1 for v in (n, d)):
+    if not (is_whole(n) and is_whole(d)):
         raise ValueError(f"need whole numbers n >= 1 and d >= 1, got n = {n}, d = {d}")
 
 
@@ -158,7 +171,7 @@ def circle(key, n: int, random_angles: bool = True, *, dtype=None) -> jax.Array:
 def gaussian_clusters(key, n: int, d: int, clusters: int = 4, spread: float = 0.3, *, dtype=None):
     """n points from ``clusters`` Gaussian blobs with centres on the unit sphere; returns (x, labels)."""
     _check_size(n, d)
-    if isinstance(clusters, bool) or int(clusters) != clusters or clusters < 1:
+    if not is_whole(clusters):
         raise ValueError(f"clusters must be a whole number >= 1, got {clusters}")
     if not isinstance(spread, jax.core.Tracer) and not (math.isfinite(spread) and spread >= 0):
         raise ValueError(f"spread must be finite and >= 0, got {spread}")
@@ -174,7 +187,7 @@ def teacher_targets(key, x, width: int = 32, s: float = 1.0) -> jax.Array:
     from ntkhom.activations import check_s, homotopy
 
     x = check_inputs(x)
-    if isinstance(width, bool) or int(width) != width or width < 1:
+    if not is_whole(width):
         raise ValueError(f"teacher width must be a whole number >= 1, got {width}")
     s = check_s(s)
     k_w, k_a = jax.random.split(key)

@@ -53,6 +53,7 @@ import numpy as np
 import scipy.linalg
 import scipy.sparse.linalg
 
+from ntkhom.data import is_whole
 from ntkhom.spectrum import Spectrum, check_kernel, numerical_floor, spectrum
 
 __all__ = [
@@ -562,12 +563,12 @@ def lambda_min_path(
     if method == "reduced" and coefficients is None:
         raise ValueError("method='reduced' needs the coefficients (A0, A1, A2) of a polynomial path; "
                          "for a callable path use 'subspace' or 'eigh'")
-    if int(block) != block or block < 1:
+    if not is_whole(block):
         raise ValueError(f"block must be a positive integer, got {block}")
     if not (tol > 0 and math.isfinite(tol)):
         raise ValueError(f"tol must be positive and finite, got {tol}")
     grid = check_s_grid(s_grid)
-    if int(anchor_every) != anchor_every or anchor_every < 1:
+    if not is_whole(anchor_every):
         raise ValueError(f"anchor_every must be a positive integer, got {anchor_every}")
 
     def emit(point):

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from ntkhom.activations import Phi, as_phi, check_s, homotopy
-from ntkhom.data import check_inputs
+from ntkhom.data import check_inputs, is_whole
 
 __all__ = ["HomotopyMLP", "two_layer", "mlp", "Params", "TRAINED_CHOICES"]
 
@@ -71,9 +71,9 @@ class HomotopyMLP:
         if len(widths) == 0:
             raise ValueError("a homotopy network needs at least one hidden layer (widths is empty)")
         for width in widths:
-            if isinstance(width, bool) or int(width) != width or width <= 0:
+            if not is_whole(width):
                 raise ValueError(f"every width must be a positive integer, got widths = {widths}")
-        if int(self.out_dim) != self.out_dim or self.out_dim <= 0:
+        if not is_whole(self.out_dim):
             raise ValueError(f"out_dim must be a positive integer, got {self.out_dim}")
         if self.trained not in TRAINED_CHOICES:
             raise ValueError(f"unknown trained={self.trained!r}; choose one of {TRAINED_CHOICES}")
@@ -108,7 +108,7 @@ class HomotopyMLP:
 
         ``dtype``: float dtype of every leaf; default float64 when JAX's 64-bit mode is on, else float32.
         """
-        if isinstance(d, bool) or int(d) != d or d <= 0:
+        if not is_whole(d):
             raise ValueError(f"input dimension d must be a positive integer, got {d}")
         sizes = (int(d),) + self.widths + (self.out_dim,)
         scales = self.layer_scales(int(d))

@@ -51,6 +51,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ntkhom.data import is_whole
 from ntkhom.models import HomotopyMLP, Params
 
 __all__ = [
@@ -350,7 +351,7 @@ def _pathcond_core(g: Params, max_sweeps: int, tol):
 
 
 def _check_stopping(max_sweeps, tol) -> None:
-    if int(max_sweeps) != max_sweeps or max_sweeps < 1:
+    if not is_whole(max_sweeps):
         raise ValueError(f"max_sweeps must be a positive integer, got {max_sweeps}")
     if not tol >= 0:
         raise ValueError(f"tol must be >= 0, got {tol}")

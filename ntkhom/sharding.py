@@ -38,6 +38,7 @@ from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
 from ntkhom import operators
+from ntkhom.data import is_whole
 from ntkhom.operators import pad_rows
 
 __all__ = [
@@ -403,7 +404,7 @@ def kernel_rows(kernel_fn: Callable, x, *, tile: int = 256) -> KernelRows:
       x: (n, d) points.
       tile: rows per assembled tile (memory O(tile n) per device).
     """
-    if int(tile) != tile or tile < 1:
+    if not is_whole(tile):
         raise ValueError(f"tile must be a positive integer, got {tile}")
     return KernelRows(jnp.asarray(x), kernel_fn, int(tile))
 

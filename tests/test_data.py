@@ -96,3 +96,25 @@ def test_asking_more_samples_than_a_bundled_dataset_has_is_said_and_all_are_used
     with pytest.warns(UserWarning, match="iris dataset has 150 samples, fewer than n = 1000"):
         iris = data.load("iris", n=1000)
     assert iris.n == 150 and iris.d == 4
+
+
+def test_counts_that_are_nan_inf_or_fractional_get_the_callers_message():
+    assert [data.is_whole(v) for v in (3, 3.0, np.int64(3), 1)] == [True] * 4
+    assert not any(data.is_whole(v) for v in (True, 2.5, float("nan"), float("inf"), "3", np.array([1, 2]), 0))
+    assert data.is_whole(0, minimum=0) and not data.is_whole(-1, minimum=0)
+    from ntkhom import models
+    from ntkhom.solvers import driver, gradient_solver
+
+    for bad in (float("nan"), float("inf"), 2.5):
+        with pytest.raises(ValueError, match="whole numbers n >= 1"):
+            data.sphere(jax.random.PRNGKey(0), bad, 3)
+        with pytest.raises(ValueError, match="every width must be a positive integer"):
+            models.two_layer(bad)
+        with pytest.raises(ValueError, match="out_dim must be a positive integer"):
+            models.two_layer(8, out_dim=bad)
+    model = models.two_layer(8)
+    x = data.sphere(jax.random.PRNGKey(0), 6, 3)
+    solver = gradient_solver(model, learning_rate=0.1)
+    for bad in (float("nan"), float("inf")):
+        with pytest.raises(ValueError, match="steps must be an integer >= 0"):
+            driver.run(solver, model.init(jax.random.PRNGKey(1), 3), (x, x[:, :1]), steps=bad)

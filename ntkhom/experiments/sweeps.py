@@ -24,6 +24,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
+from ntkhom.data import is_whole
 from ntkhom.eigenpath import LambdaMinPath, PathPoint, check_s_grid, lambda_min_path, spectrum_path
 from ntkhom.kernels import empirical_kernel_path, empirical_ntk, infinite_kernel_path, infinite_ntk
 from ntkhom.models import HomotopyMLP, Params
@@ -46,7 +47,7 @@ def check_widths(widths) -> tuple[int, ...]:
     """Finite widths as positive integers (may be empty only if infinite width is also asked for)."""
     widths = tuple(widths)
     for width in widths:
-        if isinstance(width, bool) or int(width) != width or int(width) <= 0:
+        if not is_whole(width):
             raise ValueError(f"every width must be a positive integer, got widths = {list(widths)}")
     return tuple(int(w) for w in widths)
 
@@ -152,7 +153,7 @@ def homotopy_spectra(
     """
     grid = check_s_grid(s_grid)
     widths = check_widths(widths)
-    if int(seeds) != seeds or seeds < 1:
+    if not is_whole(seeds):
         raise ValueError(f"seeds must be a positive integer, got {seeds}")
     if not widths and not infinite:
         raise ValueError("nothing to compute: widths is empty and infinite width is off")

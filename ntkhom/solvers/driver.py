@@ -54,6 +54,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ntkhom.data import is_whole
 from ntkhom.solvers.base import Solver, check_state
 
 __all__ = ["RunResult", "BatchResult", "Progress", "run", "run_batch", "stack", "unstack", "sample_rows",
@@ -311,7 +312,7 @@ def _check_solver(solver) -> None:
 
 
 def _check_int(name: str, value, minimum: int) -> int:
-    if isinstance(value, bool) or int(value) != value or value < minimum:
+    if not is_whole(value, minimum):
         raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 

@@ -51,6 +51,7 @@ import numpy as np
 import optax
 
 from ntkhom.activations import check_s, homotopy
+from ntkhom.data import is_whole
 from ntkhom.losses import LOSSES, REDUCTIONS
 from ntkhom.models import HomotopyMLP
 from ntkhom.solvers.base import Solver, default_key, dtype_of
@@ -83,7 +84,7 @@ class Stage:
 
     def __post_init__(self):
         check_s(self.s)
-        if isinstance(self.steps, bool) or int(self.steps) != self.steps or self.steps <= 0:
+        if not is_whole(self.steps):
             raise ValueError(f"a stage needs a positive integer number of steps, got {self.steps!r}")
         _stage_optimizer(self)
 
@@ -115,7 +116,7 @@ def two_stage(s_first: float, steps_first: int, steps_relu: int, learning_rate: 
 def linear_schedule(s_start: float, s_end: float, steps: int) -> Callable[[jax.Array], jax.Array]:
     """s(t) moving linearly from s_start to s_end over ``steps`` iterations, then constant."""
     check_s(s_start), check_s(s_end)
-    if int(steps) != steps or steps <= 0:
+    if not is_whole(steps):
         raise ValueError(f"steps must be a positive integer, got {steps}")
 
     def s_of_t(t):
@@ -313,7 +314,7 @@ def hrta_solver(
     stages = tuple(stages)
     if len(stages) == 0 or not all(isinstance(stage, Stage) for stage in stages):
         raise ValueError("stages must be a non-empty list of ntkhom.solvers.hrta.Stage")
-    if transition == "ramp" and (int(ramp_steps) != ramp_steps or ramp_steps < 1):
+    if transition == "ramp" and not is_whole(ramp_steps):
         raise ValueError(f"transition='ramp' needs ramp_steps >= 1, got {ramp_steps}")
     if transition == "ramp" and any(ramp_steps > stage.steps for stage in stages[1:]):
         raise ValueError("ramp_steps must not exceed the length of the stages it ramps into")

@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Callable
 
+from ntkhom.data import is_whole
 from ntkhom.solvers.base import Solver
 from ntkhom.solvers.control import rare_cond
 
@@ -56,6 +57,6 @@ def rescaled_every(solver: Solver, rescaling: Callable, every: int) -> RescaledS
         raise TypeError(f"solver must be an ntkhom.solvers.Solver, got {type(solver).__name__}")
     if not callable(rescaling):
         raise TypeError("rescaling must be a function params -> (params, info)")
-    if isinstance(every, bool) or int(every) != every or every < 1:
+    if not is_whole(every):
         raise ValueError(f"every must be a positive integer, got {every}")
     return RescaledSolver(inner=solver, rescaling=rescaling, every=int(every))
