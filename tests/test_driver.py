@@ -190,6 +190,14 @@ def test_bad_input_is_refused(problem):
         driver.run_batch(solver, w0, (A, b), driver.stack([lsq_state(1.0)] * 3), steps=10)
     with pytest.raises(ValueError, match="stack"):
         driver.stack([])
+    with pytest.raises(TypeError, match="a solver state must be a NamedTuple"):
+        driver.run(solver, w0, (A, b), (0, 1.0), steps=10)
+    with pytest.raises(TypeError, match="a solver state must be a NamedTuple"):
+        driver.run_batch(solver, driver.stack([w0] * 2), (A, b), (0, 1.0), steps=10)
+    # params of one run where B runs were meant: leading sizes differ between leaves
+    pair = {"w": w0, "v": jnp.zeros(3)}
+    with pytest.raises(ValueError, match=r"one leading batch axis B .* got leading sizes \[3, 5\]"):
+        driver.run_batch(solver, pair, (A, b), steps=10)
 
 
 def test_minibatches_of_all_rows_are_the_full_batch_and_smaller_ones_use_the_key(problem):

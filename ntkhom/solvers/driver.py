@@ -574,6 +574,8 @@ def run(
             state = solver.init(params, first)
         else:
             state = solver.init(params, data)
+    else:
+        check_state(state)
     out = _drive(solver, params, data, state, steps=steps, record_every=record_every, chunk=chunk,
                  target_loss=target_loss, divergence_factor=divergence_factor, batch_size=batch_size,
                  eval_data=eval_data, callback=callback, desc=desc, batched=False, data_axis=None)
@@ -616,6 +618,11 @@ def run_batch(
     if not leaves or any(jnp.ndim(leaf) == 0 for leaf in leaves):
         raise ValueError("run_batch needs params with a leading batch axis on every array (see stack)")
     sizes = {leaf.shape[0] for leaf in leaves}
+    if len(sizes) != 1:  # unbatched params, most likely: vmap would fail with a message about axes
+        raise ValueError(f"run_batch needs params with one leading batch axis B on every array (see stack); "
+                         f"got leading sizes {sorted(sizes)}")
+    if state is not None:
+        check_state(state)
     if state is None:
         if _is_stream(data):
             raise ValueError("run_batch on a stream needs an initial state (e.g. jax.vmap(solver.init))")
