@@ -314,3 +314,16 @@ def test_one_compiled_loop_trains_on_several_datasets(data):
     stepped = jax.vmap(solver.step, in_axes=(None, None, 0))(params, state, driver.stack(datasets))
     single = solver.step(params, state, datasets[2])
     np.testing.assert_allclose(stepped[0][0]["W"][2], single[0][0]["W"], rtol=1e-12)
+
+
+def test_params_as_a_list_of_layers_train_as_the_tuple_does(data):
+    x, y = data
+    model = two_layer(16)
+    params = model.init(jax.random.PRNGKey(3), 4)
+    solver = gradient_solver(model, learning_rate=0.5)
+    assert solver.gradient == "analytic"  # the closed form builds its own container of layers
+    as_tuple = driver.run(solver, params, (x, y), steps=20, record_every=10)
+    as_list = driver.run(solver, list(params), (x, y), steps=20, record_every=10)
+    assert isinstance(as_list.params, list)
+    np.testing.assert_allclose(as_list.loss, as_tuple.loss, rtol=1e-12)
+    np.testing.assert_allclose(as_list.params[0]["W"], as_tuple.params[0]["W"], rtol=1e-12)

@@ -255,7 +255,7 @@ class GradientSolver(Solver):
             x, y = check_batch(self.model, batch)
             grads = two_layer_gradient(self.model, params, x, y, s, self.reduction)
             frozen = tuple(jax.tree.map(lambda _: None, layer) for layer in params[len(grads):])
-            return tuple(grads) + frozen
+            return type(params)(tuple(grads) + frozen)  # a list of layers stays a list, as autodiff keeps it
         trainable, frozen = self.split(params)
         return jax.grad(lambda t: self.objective(networks.combine(t, frozen), batch, s))(trainable)
 
