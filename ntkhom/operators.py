@@ -306,13 +306,16 @@ class TwoLayerNTKOperator(_Base):
             return self._slopes_from_bits(jax.lax.dynamic_slice_in_dim(self.patterns, j * words, words, 1), j)
         return self.a[j] * (1.0 + self.s * (self.model.phi.derivative(z) - 1.0))
 
+    def _slope_levels(self):
+        """(p0, p1) with sigma_s'(z) = p0 + p1 [z > 0] for the ReLU family (slopes lo below 0, hi above)."""
+        lo, hi = self.model.phi.slopes
+        return 1.0 - self.s + self.s * lo, self.s * (hi - lo)
+
     def _slopes_from_bits(self, packed, j):
         """sigma_s'(Z) a of width block j from its packed signs (rows, block / 32): (rows, block)."""
-        lo, hi = self.model.phi.slopes
         shifts = jnp.arange(_WORD_BITS, dtype=jnp.uint32)
         bits = ((packed[:, :, None] >> shifts) & jnp.uint32(1)).reshape(packed.shape[0], self.block)
-        p0 = 1.0 - self.s + self.s * lo
-        p1 = self.s * (hi - lo)
+        p0, p1 = self._slope_levels()
         return self.a[j] * (p0 + p1 * bits.astype(self.dtype))
 
     def _matvec(self, V, row_sum):
@@ -392,9 +395,7 @@ class TwoLayerNTKOperator(_Base):
         """The same product with the 0/1 sign matrix B itself (:mod:`ntkhom.native`): A = diag(a) (p0 + p1 B)
         row-wise, so A^T Y = a o (p0 1^T Y + p1 B^T Y) and A G = p0 1 a^T G + p1 B (a o G)."""
         n, k = V.shape
-        lo, hi = self.model.phi.slopes
-        p0 = 1.0 - self.s + self.s * lo
-        p1 = self.s * (hi - lo)
+        p0, p1 = self._slope_levels()
         a = self.a.reshape(-1, 1)
         Y = (self.x[:, :, None] * V[:, None, :]).reshape(n, -1)
         G = row_sum(a * (p0 * jnp.sum(Y, axis=0) + p1 * _bits_times(self.host_bits, True, Y)))
