@@ -50,8 +50,9 @@ def unsupported(model, *, infinite: bool) -> str:
     return ""
 
 
-def native_problem(model) -> str:
-    """Why native products (:mod:`ntkhom.native`) cannot serve this network's finite widths ("" when they can)."""
+def native_problem(model, devices: int = 1) -> str:
+    """Why native products (:mod:`ntkhom.native`) cannot serve this network's finite widths over ``devices``
+    devices ("" when they can)."""
     from ntkhom import native
 
     if model.depth != 1 or model.phi.slopes is None or model.trained != "hidden":
@@ -59,6 +60,9 @@ def native_problem(model) -> str:
                 f"(got depth {model.depth}, activation {model.phi.name!r}, trained={model.trained!r})")
     if not native.available():
         return 'native products need numba: pip install "ntkhom[native]" (or uv sync --extra native)'
+    if devices > 1:
+        return (f"native products run on the host CPU of one process, not over {devices} devices; drop --native "
+                "to shard the products")
     return ""
 
 
@@ -149,10 +153,7 @@ def matrix_free_spectra(
     widths = check_widths(widths)
     problem = unsupported(model, infinite=infinite)
     if not problem and native and widths:
-        problem = native_problem(model)
-        if not problem and mesh is not None and mesh.devices.size > 1:
-            problem = (f"native products run on the host CPU of one process, not over {mesh.devices.size} "
-                       "devices; drop --native to shard the products")
+        problem = native_problem(model, 1 if mesh is None else mesh.devices.size)
     if problem:
         raise ValueError(f"matrix-free spectra: {problem}")
     x = jnp.asarray(x)
