@@ -1,6 +1,7 @@
 """lambda_min along the homotopy path without forming a kernel: kernel operators (:mod:`ntkhom.operators`),
-their products sharded over every device (:func:`ntkhom.sharding.shard_operator`), and certified LOBPCG
-(:mod:`ntkhom.eigensolvers`) warm-started from the previous s.
+their products sharded over every device (:func:`ntkhom.sharding.shard_operator`), and both ends of the
+spectrum from one certified block Lanczos run (:mod:`ntkhom.eigensolvers`), started from the lambda_min
+vector of the previous s.
 
 The same sweep as the dense one (infinite width, then every finite width and seed, parameters from the
 same keys), for sizes whose kernels do not fit in memory. Each point carries the certified interval
@@ -10,7 +11,6 @@ computed on this path.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -21,23 +21,26 @@ __all__ = ["matrix_free_spectra", "matrix_free_bytes", "unsupported", "DEFAULT_T
 DEFAULT_TOLERANCE = 1e-8
 
 
-def preconditioner_rank(n: int) -> int:
-    """Rank of the eigensolvers' default low-rank preconditioner, min(n / 4, 64 + 8 sqrt(n))."""
-    return int(min(n // 4, 64 + 8 * math.sqrt(n)))
+#: Lanczos basis columns the memory estimate budgets for. The deepest runs measured at n = 10^5 took 1295
+#: columns (the empirical NTK at width 8192) and 3458 (the infinite-width NTK, in blocks of 32); see
+#: docs/benchmarks.md. A deeper run grows its basis further, up to the eigensolvers' share of the available
+#: memory (:data:`ntkhom.eigensolvers.BASIS_MEMORY_FRACTION`).
+LANCZOS_COLUMNS = 4096
 
 
 def matrix_free_bytes(n: int, d: int, widest: int = 0, *, itemsize: int = 8, native: bool = False) -> int:
-    """Estimated peak memory of the matrix-free path: the preconditioner's factor and its SVD (four (n, r)
-    arrays), the inputs and LOBPCG's blocks (O(n d)), sign patterns (n m / 8 bytes; three times that with
-    ``native``, whose host copies are packed both ways) and the operators' block buffers
-    (:data:`ntkhom.operators.OPERATOR_BLOCK_BYTES`)."""
+    """Estimated peak memory of the matrix-free path: the Lanczos basis (:data:`LANCZOS_COLUMNS` float64
+    columns of length n, at most n of them, and their projection), the inputs and the solver's blocks
+    (O(n d)), sign patterns (n m / 8 bytes; three times that with ``native``, whose host copies are packed
+    both ways) and the operators' block buffers (:data:`ntkhom.operators.OPERATOR_BLOCK_BYTES`)."""
     from ntkhom.operators import OPERATOR_BLOCK_BYTES
 
-    rank = preconditioner_rank(n)
+    depth = min(n, LANCZOS_COLUMNS)
+    basis = 8 * (n * depth + depth * depth)
     # The operators size their row or width blocks to OPERATOR_BLOCK_BYTES (a block is at most all n rows).
     blocks = min(2 * OPERATOR_BLOCK_BYTES, 8 * n * max(n, widest) * itemsize)
     patterns = (3 if native else 1) * (n * widest // 8)
-    return int(itemsize * n * (4 * rank + 4 * d + 64) + patterns + blocks)
+    return int(basis + itemsize * n * (4 * d + 64) + patterns + blocks)
 
 
 def unsupported(model, *, infinite: bool) -> str:

@@ -3,7 +3,7 @@ before any work.
 
 The dense path holds (n, n) float64 matrices (the three coefficients of K(s), K(s) itself and a work
 matrix: 5 n^2 8 bytes, 134 GiB at n = 60000). The matrix-free path (:mod:`ntkhom.experiments.matrix_free`)
-holds O(n (d + r)) numbers, r the rank of its preconditioner. ``--memory-gb`` sets the budget (default: the
+holds O(n (d + k)) numbers, k the depth of its Lanczos basis. ``--memory-gb`` sets the budget (default: the
 memory available on this machine, :func:`ntkhom.memory.available_bytes`, of which
 :data:`ntkhom.memory.USABLE_FRACTION` is planned for); ``--dense`` and ``--matrix-free`` force a path.
 """
