@@ -2,6 +2,7 @@
 
     uv run python benchmarks/bench_native_products.py                    # n = 20000, m = 8192, c = 32
     uv run python benchmarks/bench_native_products.py --n 100000 --c 32 64
+    uv run python benchmarks/bench_native_products.py --tiles             # the native kernel's tile sizes
 
 This is the product behind the two-layer NTK with sign patterns (B is n x m, M is m x c, c = d' k); it is
 why ntkhom.native exists. The three ways, on the same random bits and float64 M:
@@ -15,6 +16,10 @@ why ntkhom.native exists. The three ways, on the same random bits and float64 M:
 
 Printed: best of three (after a warm-up call that compiles), ratios to ``native``, and the largest
 difference from ``native`` relative to its largest entry.
+
+``--tiles`` times the native kernel alone over its two tuning sizes instead: output rows per tile
+(``row_tile``) and 8-row chunks of M per group of lookup tables (``group``), each against the defaults
+(:data:`ntkhom.native.ROW_TILE`, and the group that fits :data:`ntkhom.native.TABLE_GROUP_BYTES`).
 """
 
 from __future__ import annotations
@@ -64,12 +69,49 @@ def _ways(n: int, m: int, c: int, seed: int):
     }
 
 
+#: Tile and group sizes the --tiles sweep times.
+ROW_TILES = (32, 64, 128, 256, 512, 1024)
+GROUPS = (2, 4, 8, 16, 32, 64)
+
+
+def _tiles(n: int, m: int, c: int, seed: int) -> None:
+    import numpy as np
+
+    from ntkhom import native
+
+    rng = np.random.default_rng(seed)
+    packed = rng.integers(0, 256, (n, m // 8), dtype=np.uint8)
+    M = rng.standard_normal((m, c))
+    reference = native.bit_matrix_product(packed, M)
+    default = time_call(lambda: native.bit_matrix_product(packed, M), repeats=3)["best"]
+    default_group = max(1, min(64, native.TABLE_GROUP_BYTES // (256 * min(c, native.COLUMNS_PER_PASS) * 8)))
+    print(f"  c = {c}: defaults (row_tile {native.ROW_TILE}, group {default_group}) {format_seconds(default)}; "
+          "each cell: time / the defaults' time")
+    print("  row_tile \\ group " + "".join(f"{g:>7d}" for g in GROUPS))
+    for tile in ROW_TILES:
+        cells = []
+        for group in GROUPS:
+            out = native.bit_matrix_product(packed, M, row_tile=tile, group=group)
+            if not np.array_equal(out, reference):  # the sizes only reorder exact sums of the same terms
+                cells.append(f"{'differs':>7s}")
+                continue
+            best = time_call(lambda tile=tile, group=group: native.bit_matrix_product(
+                packed, M, row_tile=tile, group=group), repeats=3)["best"]
+            cells.append(f"{best / default:7.2f}")
+        print(f"  {tile:>16d} " + "".join(cells), flush=True)
+    again = time_call(lambda: native.bit_matrix_product(packed, M), repeats=3)["best"]
+    print(f"  the defaults again, after the sweep: {format_seconds(again)} ({again / default:.2f}: the drift "
+          "of this machine over the sweep)")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=20000, help="rows of B")
     parser.add_argument("--m", type=int, default=8192, help="columns of B (a multiple of 8 * 8)")
     parser.add_argument("--c", type=int, nargs="+", default=[32], help="columns of M (d' k)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--tiles", action="store_true",
+                        help="time the native kernel over row tiles and table groups instead")
     args = parser.parse_args(argv)
     if args.n < 1 or args.m < 1 or args.m % (8 * GROUP) or min(args.c) < 1:
         parser.error(f"need n >= 1, m a positive multiple of {8 * GROUP} and c >= 1")
@@ -80,6 +122,10 @@ def main(argv=None) -> None:
     jax.config.update("jax_enable_x64", True)
     print(environment_line())
     print(f"B: {args.n} x {args.m} bits (packed: {args.n * args.m // 8 / 2**20:.0f} MiB), M float64, best of 3")
+    if args.tiles:
+        for c in args.c:
+            _tiles(args.n, args.m, c, args.seed)
+        return
     for c in args.c:
         ways = _ways(args.n, args.m, c, args.seed)
         reference = np.asarray(ways["native"]())

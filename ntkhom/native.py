@@ -34,8 +34,9 @@ TABLE_GROUP_BYTES = 512 * 2**10
 #: Columns of Y per pass of the kernel: wider Y goes in slices, since a table of 256 rows of c numbers outgrows
 #: the caches (at n = 20000, m = 8192: 0.17 s per 32 columns for c = 32 or 64, 0.21 s for 128, 0.34 s for 256).
 COLUMNS_PER_PASS = 64
-#: Output rows per tile inside a group: 128 rows of 32 float64 are 32 KiB (a level-1 data cache). Tiles
-#: of 64 to 1024 rows and groups of 8 to 64 chunks were within 30 percent of each other at n = 20000.
+#: Output rows per tile inside a group: 128 rows of 32 float64 are 32 KiB (a level-1 data cache). Tiles of
+#: 32 to 1024 rows and groups of 2 to 32 chunks were within this machine's drift of each other at n = 20000
+#: (``benchmarks/bench_native_products.py --tiles``; docs/benchmarks.md).
 ROW_TILE = 128
 
 
@@ -66,13 +67,17 @@ def _kernels():
     return _bit_kernels.product, _bit_kernels.nb.get_num_threads
 
 
-def bit_matrix_product(packed: np.ndarray, Y: np.ndarray) -> np.ndarray:
+def bit_matrix_product(packed: np.ndarray, Y: np.ndarray, *, row_tile: int | None = None,
+                       group: int | None = None) -> np.ndarray:
     """B Y for the 0/1 matrix B whose row i has bit t of ``packed[i, p]`` in column 8 p + t.
 
     Args:
       packed: (r, q) uint8, as :func:`pack_bits` makes (B is r x 8 q; its columns past Y's rows add
         nothing, whatever their bits).
       Y: (n, c) float32 or float64 with n <= 8 q.
+      row_tile, group: output rows per tile and 8-row chunks of Y per group of tables, for tuning (default
+        :data:`ROW_TILE`, and as many chunks as fit :data:`TABLE_GROUP_BYTES`); the result does not depend
+        on them. ``benchmarks/bench_native_products.py --tiles`` times them.
 
     Returns:
       (r, c) array of Y's dtype: row i is the sum of the rows of Y whose bits are set in row i.
@@ -87,13 +92,16 @@ def bit_matrix_product(packed: np.ndarray, Y: np.ndarray) -> np.ndarray:
         raise FloatingPointError("bit_matrix_product: Y has NaN or inf entries")
     if Y.shape[0] > 8 * packed.shape[1]:
         raise ValueError(f"Y has {Y.shape[0]} rows, but the packed matrix has {8 * packed.shape[1]} columns")
+    for name, value in (("row_tile", row_tile), ("group", group)):
+        if value is not None and not (isinstance(value, int | np.integer) and value >= 1):
+            raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     product, threads = _kernels()
     slices = []
     for start in range(0, max(1, Y.shape[1]), COLUMNS_PER_PASS):
         part = np.ascontiguousarray(Y[:, start:start + COLUMNS_PER_PASS])
         c = max(1, part.shape[1])
-        group = max(1, min(64, TABLE_GROUP_BYTES // (256 * c * Y.dtype.itemsize)))
-        slices.append(product(packed, part, group, ROW_TILE, threads()))
+        chunks = group or max(1, min(64, TABLE_GROUP_BYTES // (256 * c * Y.dtype.itemsize)))
+        slices.append(product(packed, part, int(chunks), int(row_tile or ROW_TILE), threads()))
     return slices[0] if len(slices) == 1 else np.concatenate(slices, axis=1)
 
 
