@@ -3,7 +3,9 @@
 An experiment module defines ``DESCRIPTION``, ``add_arguments(parser)``, ``settings(args) -> dict`` (the
 validated settings, compared by ``--resume``), ``compute(settings, folder, quiet=...)`` (stores its work in
 the :class:`ntkhom.report.RunFolder` as it finishes) and ``finalize(settings, folder) -> str`` (figures and
-the markdown summary, from what the folder holds). :func:`ntkhom.report.execute` runs the two, so an
+the markdown summary, from what the folder holds). It may define ``placement(args) -> dict``: options that
+``compute`` takes as keywords but that are no settings (how much memory it may use), so ``--resume`` may
+change them. :func:`ntkhom.report.execute` runs the two, so an
 interrupted command (Ctrl-C, SIGTERM) still writes its figures and a summary marked partial. Every command
 runs in float64 (JAX's x64 mode).
 
@@ -175,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             return fail(str(exc), 2)
         try:
             with _interrupts():
-                status = execute(folder, lambda: module.compute(settings, folder, quiet=args.quiet),
+                placement = module.placement(args) if hasattr(module, "placement") else {}
+                status = execute(folder, lambda: module.compute(settings, folder, quiet=args.quiet, **placement),
                                  lambda: module.finalize(settings, folder))
         except ValueError as exc:
             return fail(str(exc), 2)

@@ -76,6 +76,41 @@ def test_the_matrix_free_estimate_covers_the_runs_measured_at_n_1e5_and_lets_the
     assert matrix_free.matrix_free_bytes(3000, 8) == small and matrix_free.matrix_free_bytes(100_000, 8) > large
 
 
+def test_the_deepest_basis_that_fits_a_budget(monkeypatch):
+    from ntkhom.experiments import matrix_free
+
+    # basis_columns(budget) is the largest depth k whose estimate (matrix_free_bytes with a basis of k
+    # columns) fits the budget: k fits, k + 1 does not. Odd sizes, with and without native patterns.
+    for n, d, widest, native, budget in [(100_000, 32, 8192, True, 8 * 2**30), (7001, 5, 33, False, 10**9),
+                                         (250_000, 16, 0, False, 3 * 2**30)]:
+        k = matrix_free.basis_columns(budget, n, d, widest, native=native)
+        assert 0 < k < n
+        for depth, fits in ((k, True), (k + 1, False)):
+            monkeypatch.setattr(matrix_free, "LANCZOS_COLUMNS", depth)
+            assert (matrix_free.matrix_free_bytes(n, d, widest, native=native) <= budget) is fits, (n, depth)
+    # At most n columns, and none where the rest of the path does not fit.
+    assert matrix_free.basis_columns(10**12, 500, 4) == 500
+    assert matrix_free.basis_columns(10**6, 500, 4, 8192, native=True) == 0
+
+
+def test_memory_gb_bounds_the_lanczos_runs_of_the_matrix_free_path(tmp_path, monkeypatch):
+    from ntkhom import eigensolvers
+    from ntkhom.experiments import matrix_free
+
+    limits = []
+    original = eigensolvers.extreme_spectrum
+    monkeypatch.setattr(eigensolvers, "extreme_spectrum",
+                        lambda *args, **kw: limits.append(kw.get("max_products")) or original(*args, **kw))
+    common = ["spectrum", "--matrix-free", "--n", "60", "--d", "3", "--widths", "24", "--seeds", "1", "--s", "1.0",
+              "--quiet"]
+    assert main([*common, "--out", str(tmp_path / "free")]) == 0
+    assert limits == [None, None]  # infinite width, then width 24: the eigensolvers' own share
+    limits.clear()
+    assert main([*common, "--memory-gb", "0.5", "--out", str(tmp_path / "bounded")]) == 0
+    expected = matrix_free.basis_columns(2**29, 60, 3, 24)
+    assert limits == [expected, expected] and expected == 60  # the whole space fits in half a GiB
+
+
 def test_matrix_free_run_gives_the_dense_lambda_min(tmp_path):
     common = ["--n", "40", "--d", "3", "--widths", "48", "--seeds", "1", "--s", "0.5", "1.0", "1.5",
               "--density-s", "--quiet"]

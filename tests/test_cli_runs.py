@@ -194,7 +194,7 @@ def test_sigint_to_a_running_command(tmp_path):
 def test_an_allocation_failure_is_one_line_and_a_failed_run(tmp_path, monkeypatch, capsys):
     from ntkhom.experiments import spectrum
 
-    def compute(settings, folder, quiet=False):
+    def compute(settings, folder, quiet=False, **placement):
         raise RuntimeError("RESOURCE_EXHAUSTED: Out of memory while trying to allocate 28800000000 bytes.")
 
     monkeypatch.setattr(spectrum, "compute", compute)

@@ -11,11 +11,12 @@ computed on this path.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 
-__all__ = ["matrix_free_spectra", "matrix_free_bytes", "unsupported", "DEFAULT_TOLERANCE"]
+__all__ = ["matrix_free_spectra", "matrix_free_bytes", "basis_columns", "unsupported", "DEFAULT_TOLERANCE"]
 
 #: Relative certified error asked of every lambda_min (and of lambda_max, which sets the floor).
 DEFAULT_TOLERANCE = 1e-8
@@ -28,19 +29,41 @@ DEFAULT_TOLERANCE = 1e-8
 LANCZOS_COLUMNS = 4096
 
 
-def matrix_free_bytes(n: int, d: int, widest: int = 0, *, itemsize: int = 8, native: bool = False) -> int:
-    """Estimated peak memory of the matrix-free path: the Lanczos basis (:data:`LANCZOS_COLUMNS` float64
-    columns of length n, at most n of them, and their projection), the inputs and the solver's blocks
-    (O(n d)), sign patterns (n m / 8 bytes; three times that with ``native``, whose host copies are packed
-    both ways) and the operators' block buffers (:data:`ntkhom.operators.OPERATOR_BLOCK_BYTES`)."""
+def _basis_bytes(n: int, depth: int) -> int:
+    """A float64 Lanczos basis of ``depth`` columns of length n and its (depth, depth) projection."""
+    return 8 * (n * depth + depth * depth)
+
+
+def _fixed_bytes(n: int, d: int, widest: int, itemsize: int, native: bool) -> int:
+    """Everything but the basis: the inputs and the solver's blocks (O(n d)), sign patterns (n m / 8 bytes;
+    three times that with ``native``, whose host copies are packed both ways) and the operators' block
+    buffers (:data:`ntkhom.operators.OPERATOR_BLOCK_BYTES`)."""
     from ntkhom.operators import OPERATOR_BLOCK_BYTES
 
-    depth = min(n, LANCZOS_COLUMNS)
-    basis = 8 * (n * depth + depth * depth)
     # The operators size their row or width blocks to OPERATOR_BLOCK_BYTES (a block is at most all n rows).
     blocks = min(2 * OPERATOR_BLOCK_BYTES, 8 * n * max(n, widest) * itemsize)
     patterns = (3 if native else 1) * (n * widest // 8)
-    return int(basis + itemsize * n * (4 * d + 64) + patterns + blocks)
+    return int(itemsize * n * (4 * d + 64) + patterns + blocks)
+
+
+def matrix_free_bytes(n: int, d: int, widest: int = 0, *, itemsize: int = 8, native: bool = False) -> int:
+    """Estimated peak memory of the matrix-free path: a Lanczos basis of :data:`LANCZOS_COLUMNS` float64
+    columns of length n (at most n of them) and its projection, and what :func:`_fixed_bytes` counts."""
+    return _basis_bytes(n, min(n, LANCZOS_COLUMNS)) + _fixed_bytes(n, d, widest, itemsize, native)
+
+
+def basis_columns(budget: int, n: int, d: int, widest: int = 0, *, itemsize: int = 8,
+                  native: bool = False) -> int:
+    """The deepest Lanczos basis (columns, at most n) that fits ``budget`` bytes beside the rest of the
+    matrix-free path; 0 when even the rest does not fit."""
+    room = budget - _fixed_bytes(n, d, widest, itemsize, native)
+    if room <= 0:
+        return 0
+    # 8 (n k + k^2) <= room: the positive root of k^2 + n k - room / 8.
+    depth = int((-n + math.sqrt(n * n + room / 2)) / 2)
+    while depth > 0 and _basis_bytes(n, depth) > room:
+        depth -= 1
+    return min(n, depth)
 
 
 def unsupported(model, *, infinite: bool) -> str:
@@ -83,7 +106,8 @@ def _operator_at(net, params, x, native: bool = False):
 
 
 def _path(operator_at: Callable, grid: np.ndarray, mesh, tol: float, report: Callable,
-          on_progress: Callable | None = None, known: Callable | None = None) -> list:
+          on_progress: Callable | None = None, known: Callable | None = None,
+          max_products: int | None = None) -> list:
     import jax
 
     from ntkhom import eigensolvers, sharding
@@ -102,7 +126,8 @@ def _path(operator_at: Callable, grid: np.ndarray, mesh, tol: float, report: Cal
         key = jax.random.fold_in(jax.random.PRNGKey(0), i)
         progress = None if on_progress is None else (lambda *args, s=float(s): on_progress(s, *args))
         # Both ends from one block Lanczos run, started from the lambda_min vector of the previous s.
-        extremes = eigensolvers.extreme_spectrum(operator, 1, key=key, tol=tol, start=start, progress=progress)
+        extremes = eigensolvers.extreme_spectrum(operator, 1, key=key, tol=tol, start=start, progress=progress,
+                                                 max_products=max_products)
         low, top, result = extremes.lambda_min, extremes.lambda_max, extremes.smallest
         start = result.vectors
         # Before convergence value - bound is no lower bound on lambda_min (the interval holds an eigenvalue,
@@ -131,6 +156,7 @@ def matrix_free_spectra(
     on_progress: Callable | None = None,
     known: Callable | None = None,
     native: bool = False,
+    max_products: int | None = None,
 ) -> Iterator:
     """lambda_min(s) at infinite width and each finite width and seed, from kernel products only.
 
@@ -141,7 +167,9 @@ def matrix_free_spectra(
     a :class:`ntkhom.eigenpath.PathPoint` finished by an earlier run, which is not computed again (or None).
     ``on_point`` is called for the points computed here only. ``native``: finite-width products by
     :mod:`ntkhom.native` on the host CPU of one process (two-layer ReLU-family networks; not with a mesh of
-    several devices).
+    several devices). ``max_products``: the most columns each Lanczos run multiplies, hence its basis holds
+    (:func:`basis_columns` gives the most that fit a memory budget; None: the eigensolvers' default share of
+    the available memory); a run that needs more stops there, its point unresolved.
 
     Yields:
       one :class:`ntkhom.experiments.sweeps.PathResult` per finished (width, seed), infinite width first,
@@ -174,5 +202,5 @@ def matrix_free_spectra(
         progress = None if on_progress is None else (
             lambda *args, width=width, seed=seed: on_progress(width, seed, *args))
         finished = None if known is None else (lambda s, width=width, seed=seed: known(width, seed, s))
-        points = _path(operator_at, grid, mesh, tol, report, progress, finished)
+        points = _path(operator_at, grid, mesh, tol, report, progress, finished, max_products)
         yield PathResult(width, seed, LambdaMinPath(tuple(points)), model.depth, {})

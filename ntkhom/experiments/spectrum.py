@@ -181,8 +181,27 @@ def _paths(folder) -> list:
     return [v for k, v in folder.units().items() if not k.startswith(POINT)]
 
 
-def compute(settings, folder, *, quiet: bool = False) -> None:
-    """lambda_min paths per (width, seed) as units; points.csv gets a row per finished s as it finishes."""
+def placement(args) -> dict:
+    """``--memory-gb``, which bounds the Lanczos basis of the matrix-free path (no setting: a resumed run may
+    have another budget)."""
+    return {"memory_gb": getattr(args, "memory_gb", None)}
+
+
+def lanczos_limit(settings, memory_gb: float | None) -> int | None:
+    """The most columns a Lanczos run of the matrix-free path may hold within ``--memory-gb`` (None without
+    it: the eigensolvers' share of the available memory)."""
+    from ntkhom.experiments import matrix_free
+
+    if memory_gb is None or settings.get("kernel_path", "dense") == "dense":
+        return None
+    budget, _ = scale.budget_bytes(memory_gb)
+    return matrix_free.basis_columns(budget, settings["n_effective"], settings["d_effective"],
+                                     max(settings["widths"], default=0), native=bool(settings.get("native")))
+
+
+def compute(settings, folder, *, quiet: bool = False, memory_gb: float | None = None) -> None:
+    """lambda_min paths per (width, seed) as units; points.csv gets a row per finished s as it finishes.
+    ``memory_gb``: bounds the matrix-free path's Lanczos basis (:func:`lanczos_limit`)."""
     import jax
 
     from ntkhom import data, sharding
@@ -190,6 +209,10 @@ def compute(settings, folder, *, quiet: bool = False) -> None:
     from ntkhom.report import progress
 
     grid = np.asarray(settings["s_grid"])
+    max_products = lanczos_limit(settings, memory_gb)
+    if max_products is not None and max_products < 1:
+        raise ValueError(f"--memory-gb {memory_gb:g} leaves no room for the Lanczos basis at n = "
+                         f"{settings['n_effective']}; raise --memory-gb or lower --n")
     dataset = data.load(settings["dataset"], n=settings["n"], d=settings["d"],
                         normalization=settings["normalization"], seed=settings["seed"])
     model = _model(settings)
@@ -250,7 +273,8 @@ def compute(settings, folder, *, quiet: bool = False) -> None:
                                                         infinite=width == sweeps.INFINITE,
                                                         mesh=sharding.device_mesh(), on_point=on_point,
                                                         on_progress=on_lanczos, known=known,
-                                                        native=bool(settings.get("native")))
+                                                        native=bool(settings.get("native")),
+                                                        max_products=max_products)
             for result in sweep:
                 folder.unit(_key(result.width, result.seed), lambda result=result: {
                     "width": result.width, "seed": result.seed, "points": result.rows(),
