@@ -19,7 +19,7 @@ difference from ``native`` relative to its largest entry.
 
 ``--tiles`` times the native kernel alone over its two tuning sizes instead: output rows per tile
 (``row_tile``) and 8-row chunks of M per group of lookup tables (``group``), each against the defaults
-(:data:`ntkhom.native.ROW_TILE`, and the group that fits :data:`ntkhom.native.TABLE_GROUP_BYTES`).
+(:data:`ntkhom.native.ROW_TILE` and :func:`ntkhom.native.table_group`).
 """
 
 from __future__ import annotations
@@ -84,7 +84,7 @@ def _tiles(n: int, m: int, c: int, seed: int) -> None:
     M = rng.standard_normal((m, c))
     reference = native.bit_matrix_product(packed, M)
     default = time_call(lambda: native.bit_matrix_product(packed, M), repeats=3)["best"]
-    default_group = max(1, min(64, native.TABLE_GROUP_BYTES // (256 * min(c, native.COLUMNS_PER_PASS) * 8)))
+    default_group = native.table_group(min(c, native.COLUMNS_PER_PASS), 8)
     print(f"  c = {c}: defaults (row_tile {native.ROW_TILE}, group {default_group}) {format_seconds(default)}; "
           "each cell: time / the defaults' time")
     print("  row_tile \\ group " + "".join(f"{g:>7d}" for g in GROUPS))

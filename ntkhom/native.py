@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["available", "require", "bit_matrix_product", "pack_bits", "words_as_bytes"]
+__all__ = ["available", "require", "bit_matrix_product", "pack_bits", "table_group", "words_as_bytes"]
 
 #: Bytes of lookup tables kept for one group of 8-row chunks: half of a 1 MiB level-2 cache, so the tables
 #: and the output rows being summed into stay near the core (groups of 8 chunks for c = 32).
@@ -38,6 +38,12 @@ COLUMNS_PER_PASS = 64
 #: 32 to 1024 rows and groups of 2 to 32 chunks were within this machine's drift of each other at n = 20000
 #: (``benchmarks/bench_native_products.py --tiles``; docs/benchmarks.md).
 ROW_TILE = 128
+
+
+def table_group(c: int, itemsize: int) -> int:
+    """8-row chunks per group of lookup tables for a pass of c columns: as many 256 x c tables as fit
+    :data:`TABLE_GROUP_BYTES` (1 to 64)."""
+    return max(1, min(64, TABLE_GROUP_BYTES // (256 * max(1, c) * itemsize)))
 
 
 def available() -> bool:
@@ -76,8 +82,8 @@ def bit_matrix_product(packed: np.ndarray, Y: np.ndarray, *, row_tile: int | Non
         nothing, whatever their bits).
       Y: (n, c) float32 or float64 with n <= 8 q.
       row_tile, group: output rows per tile and 8-row chunks of Y per group of tables, for tuning (default
-        :data:`ROW_TILE`, and as many chunks as fit :data:`TABLE_GROUP_BYTES`); the result does not depend
-        on them. ``benchmarks/bench_native_products.py --tiles`` times them.
+        :data:`ROW_TILE` and :func:`table_group`); the result does not depend on them.
+        ``benchmarks/bench_native_products.py --tiles`` times them.
 
     Returns:
       (r, c) array of Y's dtype: row i is the sum of the rows of Y whose bits are set in row i.
@@ -93,14 +99,14 @@ def bit_matrix_product(packed: np.ndarray, Y: np.ndarray, *, row_tile: int | Non
     if Y.shape[0] > 8 * packed.shape[1]:
         raise ValueError(f"Y has {Y.shape[0]} rows, but the packed matrix has {8 * packed.shape[1]} columns")
     for name, value in (("row_tile", row_tile), ("group", group)):
-        if value is not None and not (isinstance(value, int | np.integer) and value >= 1):
+        if value is not None and not (isinstance(value, int | np.integer) and not isinstance(value, bool)
+                                      and value >= 1):
             raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
     product, threads = _kernels()
     slices = []
     for start in range(0, max(1, Y.shape[1]), COLUMNS_PER_PASS):
         part = np.ascontiguousarray(Y[:, start:start + COLUMNS_PER_PASS])
-        c = max(1, part.shape[1])
-        chunks = group or max(1, min(64, TABLE_GROUP_BYTES // (256 * c * Y.dtype.itemsize)))
+        chunks = group or table_group(part.shape[1], Y.dtype.itemsize)
         slices.append(product(packed, part, int(chunks), int(row_tile or ROW_TILE), threads()))
     return slices[0] if len(slices) == 1 else np.concatenate(slices, axis=1)
 

@@ -23,7 +23,7 @@ DEFAULT_TOLERANCE = 1e-8
 
 
 #: Lanczos basis columns the memory estimate budgets for. The deepest runs measured at n = 10^5 took 1295
-#: columns (the empirical NTK at width 8192) and 3458 (the infinite-width NTK, in blocks of 32); see
+#: columns (the empirical NTK at width 8192) and 3456 (the infinite-width NTK, 108 blocks of 32); see
 #: docs/benchmarks.md. A deeper run grows its basis further, up to the eigensolvers' share of the available
 #: memory (:data:`ntkhom.eigensolvers.BASIS_MEMORY_FRACTION`).
 LANCZOS_COLUMNS = 4096
