@@ -93,7 +93,7 @@ def test_the_deepest_basis_that_fits_a_budget(monkeypatch):
     assert matrix_free.basis_columns(10**6, 500, 4, 8192, native=True) == 0
 
 
-def test_memory_gb_bounds_the_lanczos_runs_of_the_matrix_free_path(tmp_path, monkeypatch):
+def test_memory_gb_bounds_the_lanczos_runs_of_the_matrix_free_path(tmp_path, monkeypatch, capsys):
     from ntkhom import eigensolvers
     from ntkhom.experiments import matrix_free
 
@@ -101,14 +101,15 @@ def test_memory_gb_bounds_the_lanczos_runs_of_the_matrix_free_path(tmp_path, mon
     original = eigensolvers.extreme_spectrum
     monkeypatch.setattr(eigensolvers, "extreme_spectrum",
                         lambda *args, **kw: limits.append(kw.get("max_products")) or original(*args, **kw))
-    common = ["spectrum", "--matrix-free", "--n", "60", "--d", "3", "--widths", "24", "--seeds", "1", "--s", "1.0",
-              "--quiet"]
-    assert main([*common, "--out", str(tmp_path / "free")]) == 0
+    common = ["spectrum", "--matrix-free", "--n", "60", "--d", "3", "--widths", "24", "--seeds", "1", "--s", "1.0"]
+    assert main([*common, "--quiet", "--out", str(tmp_path / "free")]) == 0
     assert limits == [None, None]  # infinite width, then width 24: the eigensolvers' own share
     limits.clear()
+    capsys.readouterr()
     assert main([*common, "--memory-gb", "0.5", "--out", str(tmp_path / "bounded")]) == 0
     expected = matrix_free.basis_columns(2**29, 60, 3, 24)
     assert limits == [expected, expected] and expected == 60  # the whole space fits in half a GiB
+    assert "Lanczos basis: at most 60 columns within --memory-gb 0.5" in capsys.readouterr().err
 
 
 def test_matrix_free_run_gives_the_dense_lambda_min(tmp_path):

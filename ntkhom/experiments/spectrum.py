@@ -213,6 +213,8 @@ def compute(settings, folder, *, quiet: bool = False, memory_gb: float | None = 
     if max_products is not None and max_products < 1:
         raise ValueError(f"--memory-gb {memory_gb:g} leaves no room for the Lanczos basis at n = "
                          f"{settings['n_effective']}; raise --memory-gb or lower --n")
+    if max_products is not None and not quiet:
+        print(f"Lanczos basis: at most {max_products} columns within --memory-gb {memory_gb:g}", file=sys.stderr)
     dataset = data.load(settings["dataset"], n=settings["n"], d=settings["d"],
                         normalization=settings["normalization"], seed=settings["seed"])
     model = _model(settings)
