@@ -33,6 +33,14 @@ from _common import environment_line, format_seconds, time_call
 GROUP = 8
 
 
+def _problem(n: int, m: int, c: int, seed: int):
+    """Random packed bits B (n, m / 8) and a float64 M (m, c)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, 256, (n, m // 8), dtype=np.uint8), rng.standard_normal((m, c))
+
+
 def _ways(n: int, m: int, c: int, seed: int):
     import jax
     import jax.numpy as jnp
@@ -40,9 +48,7 @@ def _ways(n: int, m: int, c: int, seed: int):
 
     from ntkhom import native
 
-    rng = np.random.default_rng(seed)
-    packed = rng.integers(0, 256, (n, m // 8), dtype=np.uint8)
-    M = rng.standard_normal((m, c))
+    packed, M = _problem(n, m, c, seed)
     subsets = jnp.asarray(((np.arange(256)[:, None] >> np.arange(8)) & 1).astype(np.float64))  # (256, 8)
 
     @jax.jit
@@ -79,9 +85,7 @@ def _tiles(n: int, m: int, c: int, seed: int) -> None:
 
     from ntkhom import native
 
-    rng = np.random.default_rng(seed)
-    packed = rng.integers(0, 256, (n, m // 8), dtype=np.uint8)
-    M = rng.standard_normal((m, c))
+    packed, M = _problem(n, m, c, seed)
     reference = native.bit_matrix_product(packed, M)
     default = time_call(lambda: native.bit_matrix_product(packed, M), repeats=3)["best"]
     default_group = native.table_group(min(c, native.COLUMNS_PER_PASS), 8)
