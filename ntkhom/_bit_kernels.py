@@ -25,18 +25,56 @@ def build(table, Y, start):
                     table[low + v, j] = table[v, j]
 
 
+@nb.njit(inline="always", boundscheck=False)
+def _eight_rows(tables, p, bytes_, column):
+    """The table rows that bytes column .. column + 7 of one packed row pick from tables p .. p + 7."""
+    one = np.uint64(1)
+    return (tables[p][np.uint64(bytes_[column])],
+            tables[p + one][np.uint64(bytes_[column + one])],
+            tables[p + 2 * one][np.uint64(bytes_[column + 2 * one])],
+            tables[p + 3 * one][np.uint64(bytes_[column + 3 * one])],
+            tables[p + 4 * one][np.uint64(bytes_[column + 4 * one])],
+            tables[p + 5 * one][np.uint64(bytes_[column + 5 * one])],
+            tables[p + 6 * one][np.uint64(bytes_[column + 6 * one])],
+            tables[p + 7 * one][np.uint64(bytes_[column + 7 * one])])
+
+
 @nb.njit(inline="never", boundscheck=False, fastmath={'reassoc','nsz','arcp','contract','afn'}, cache=True)
 def accumulate(out, tables, packed, first, count, row_start, row_stop, tile):
     """out[i] += tables[p, packed[i, first + p]] for p < count and rows i in [row_start, row_stop).
 
-    Rows go in tiles that stay in cache, and within a tile the chunk is the outer loop: consecutive
-    additions go to different rows, so they do not wait on each other.
+    Rows go in tiles that stay in cache, and within a tile the chunks are the outer loop, sixteen at a time
+    (then eight, then one): consecutive additions go to different rows, so they do not wait on each other,
+    and an output row is read and written once per sixteen table rows rather than once per row. Those
+    reads and writes, not the additions, bounded the one-chunk loop: at c = 32, m = 8192, float64, one
+    chunk at a time took 0.062 s at n = 20000, eight 0.042 s and sixteen 0.040 s; at n = 10^5, whose output
+    rows stream from memory, eight 0.33 s and sixteen 0.28 s.
     """
     c = np.uint64(out.shape[1])
     stop = np.uint64(row_stop)
+    sixteens = np.uint64(count) // np.uint64(16) * np.uint64(16)
+    eights = np.uint64(count) // np.uint64(8) * np.uint64(8)
     for t0 in range(np.uint64(row_start), stop, np.uint64(tile)):
         t1 = min(t0 + np.uint64(tile), stop)
-        for p in range(np.uint64(count)):
+        for p in range(np.uint64(0), sixteens, np.uint64(16)):
+            column = np.uint64(first) + p
+            for i in range(t0, t1):
+                target = out[i]
+                r = _eight_rows(tables, p, packed[i], column)
+                q = _eight_rows(tables, p + np.uint64(8), packed[i], column + np.uint64(8))
+                for j in range(c):
+                    target[j] += ((((r[0][j] + r[1][j]) + (r[2][j] + r[3][j]))
+                                   + ((r[4][j] + r[5][j]) + (r[6][j] + r[7][j])))
+                                  + (((q[0][j] + q[1][j]) + (q[2][j] + q[3][j]))
+                                     + ((q[4][j] + q[5][j]) + (q[6][j] + q[7][j]))))
+        for p in range(sixteens, eights, np.uint64(8)):
+            column = np.uint64(first) + p
+            for i in range(t0, t1):
+                target = out[i]
+                r = _eight_rows(tables, p, packed[i], column)
+                for j in range(c):
+                    target[j] += ((r[0][j] + r[1][j]) + (r[2][j] + r[3][j])) + ((r[4][j] + r[5][j]) + (r[6][j] + r[7][j]))
+        for p in range(eights, np.uint64(count)):
             table = tables[p]
             column = np.uint64(first) + p
             for i in range(t0, t1):

@@ -41,13 +41,14 @@ def test_bit_matrix_product_equals_a_float_product(dtype, rtol, rows, chunks, n,
 
 
 def test_tile_and_group_sizes_do_not_change_the_product():
-    # Tiles that do not divide the rows, a group that does not divide the chunks, a group of one and one
-    # wider than all chunks, one-row tiles: every (row, chunk) pair still adds its table row exactly once.
+    # Tiles that do not divide the rows, groups that do not divide the 37 chunks, a group of one and one wider
+    # than all chunks, one-row tiles; groups of 37 and 24 chunks go through the kernel's sixteen-, eight- and
+    # one-chunk loops: every (row, chunk) pair still adds its table row exactly once.
     rng = np.random.default_rng(21)
-    packed = rng.integers(0, 256, (101, 13), dtype=np.uint8)
-    Y = rng.standard_normal((100, 9))
-    expected = np.unpackbits(packed, axis=1, bitorder="little")[:, :100].astype(np.float64) @ Y
-    for row_tile, group in [(1, 1), (7, 5), (128, 64), (33, 13), (1000, 2)]:
+    packed = rng.integers(0, 256, (101, 37), dtype=np.uint8)
+    Y = rng.standard_normal((290, 9))
+    expected = np.unpackbits(packed, axis=1, bitorder="little")[:, :290].astype(np.float64) @ Y
+    for row_tile, group in [(1, 1), (7, 5), (128, 64), (33, 13), (1000, 2), (16, 24), (5, 37), (64, 16)]:
         _close(native.bit_matrix_product(packed, Y, row_tile=row_tile, group=group), expected, 1e-13)
     for name, value in (("row_tile", 0), ("group", 2.5)):
         with pytest.raises(ValueError, match=f"{name} must be an integer >= 1"):
