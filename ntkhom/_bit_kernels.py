@@ -73,7 +73,8 @@ def accumulate(out, tables, packed, first, count, row_start, row_stop, tile):
                 target = out[i]
                 r = _eight_rows(tables, p, packed[i], column)
                 for j in range(c):
-                    target[j] += ((r[0][j] + r[1][j]) + (r[2][j] + r[3][j])) + ((r[4][j] + r[5][j]) + (r[6][j] + r[7][j]))
+                    target[j] += (((r[0][j] + r[1][j]) + (r[2][j] + r[3][j]))
+                                  + ((r[4][j] + r[5][j]) + (r[6][j] + r[7][j])))
         for p in range(eights, np.uint64(count)):
             table = tables[p]
             column = np.uint64(first) + p

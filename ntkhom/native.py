@@ -9,8 +9,8 @@ time form a byte, and the 256 subset sums of the eight matching rows of Y (a tab
 256 c additions) give every output row's share of those eight rows by one table lookup and one c-vector
 addition: n m c / 8 additions in all, plus n c / 8 * 256 to build the tables. That trades a dense product
 for gathers, which XLA does not compile into a cache-friendly loop: the same algorithm in pure JAX (XLA
-gathers) took 10 times as long as this kernel and twice as long as the plain float product
-(``benchmarks/bench_native_products.py``, n = 20000, m = 8192, c = 32, float64, 2-core CI machine). In the
+gathers) took 8 to 16 times as long as this kernel and as long as the plain float product or longer
+(``benchmarks/bench_native_products.py``, n = 20000, m = 8192, c = 32 and 64, float64, 2-core CI machine). In the
 operator's products: ``benchmarks/bench_large_spectra.py --native --products-only``.
 
 The sums are exact float additions in another order than a matrix product's: the result agrees with the
