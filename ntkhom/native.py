@@ -32,11 +32,14 @@ __all__ = ["available", "require", "bit_matrix_product", "pack_bits", "table_gro
 #: stay near the core (groups of 16 chunks for c = 32, which the kernel sums sixteen at a time).
 TABLE_GROUP_BYTES = 2**20
 #: Columns of Y per pass of the kernel: wider Y goes in slices, since a table of 256 rows of c numbers outgrows
-#: the caches (at n = 20000, m = 8192: 0.17 s per 32 columns for c = 32 or 64, 0.21 s for 128, 0.34 s for 256).
+#: the caches (at n = 20000, m = 8192, before the kernel summed sixteen table rows at a time: 0.17 s per 32
+#: columns for c = 32 or 64, 0.21 s for 128, 0.34 s for 256).
 COLUMNS_PER_PASS = 64
 #: Output rows per tile inside a group: 128 rows of 32 float64 are 32 KiB (a level-1 data cache). Tiles of
 #: 32 to 1024 rows and groups of 2 to 32 chunks were within this machine's drift of each other at n = 20000
-#: (``benchmarks/bench_native_products.py --tiles``; docs/benchmarks.md).
+#: with the one-row loop (``benchmarks/bench_native_products.py --tiles``; docs/benchmarks.md); with sixteen
+#: rows summed at a time, groups of 16 chunks took 0.28 s for B M at n = 10^5 (c = 32), against 0.33 to
+#: 0.38 s for 24 and 0.37 s for 32, and tiles of 64 to 512 rows stayed within 3 percent of each other.
 ROW_TILE = 128
 
 
