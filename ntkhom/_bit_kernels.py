@@ -86,18 +86,23 @@ def accumulate(out, tables, packed, first, count, row_start, row_stop, tile):
 
 
 @nb.njit(parallel=True, boundscheck=False, cache=True)
-def product(packed, Y, group, tile, threads):
-    """B Y (ntkhom.native.bit_matrix_product): rows split by thread, each thread building its own tables for
-    ``group`` chunks at a time (no barrier between groups)."""
+def product(packed, Y, group, tile, threads, block_rows):
+    """B Y (ntkhom.native.bit_matrix_product): rows split by thread, and a thread's rows in blocks of
+    ``block_rows`` whose output stays in cache while every group of ``group`` chunks is added to it (the
+    thread builds its own tables, once per block and group; no barrier between threads)."""
     rows, chunks = packed.shape
     c = Y.shape[1]
     out = np.zeros((rows, c), Y.dtype)
     share = (rows + threads - 1) // threads
     for thread in nb.prange(threads):
         tables = np.empty((group, 256, c), Y.dtype)
-        for first in range(0, chunks, group):
-            count = min(group, chunks - first)
-            for p in range(count):
-                build(tables[p], Y, 8 * (first + p))
-            accumulate(out, tables, packed, first, count, thread * share, min(rows, (thread + 1) * share), tile)
+        low = thread * share
+        high = min(rows, low + share)
+        for start in range(low, high, block_rows):
+            stop = min(high, start + block_rows)
+            for first in range(0, chunks, group):
+                count = min(group, chunks - first)
+                for p in range(count):
+                    build(tables[p], Y, 8 * (first + p))
+                accumulate(out, tables, packed, first, count, start, stop, tile)
     return out

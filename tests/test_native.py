@@ -50,7 +50,12 @@ def test_tile_and_group_sizes_do_not_change_the_product():
     expected = np.unpackbits(packed, axis=1, bitorder="little")[:, :290].astype(np.float64) @ Y
     for row_tile, group in [(1, 1), (7, 5), (128, 64), (33, 13), (1000, 2), (16, 24), (5, 37), (64, 16)]:
         _close(native.bit_matrix_product(packed, Y, row_tile=row_tile, group=group), expected, 1e-13)
-    for name, value in (("row_tile", 0), ("group", 2.5)):
+    # Blocks of output rows that do not divide a thread's rows, one-row blocks, blocks under a tile: the
+    # tables are rebuilt for every block, and every row is still summed once.
+    for row_tile, group, block_rows in [(4, 16, 9), (1, 24, 1), (16, 37, 5), (128, 8, 1000)]:
+        _close(native.bit_matrix_product(packed, Y, row_tile=row_tile, group=group, block_rows=block_rows),
+               expected, 1e-13)
+    for name, value in (("row_tile", 0), ("group", 2.5), ("block_rows", -3)):
         with pytest.raises(ValueError, match=f"{name} must be an integer >= 1"):
             native.bit_matrix_product(packed, Y, **{name: value})
 
