@@ -453,15 +453,17 @@ def _patterns_by_unit(patterns, n):
     """Sign patterns (n, words) uint32, 32 units a word, repacked along rows: (32 words, ceil(n / 8)) uint8,
     bit t of byte q of row u holding unit u's sign at point 8 q + t (zero past n). From the same bits, so both
     packings describe exactly one matrix."""
-    padded = jnp.pad(patterns, ((0, -n % 8), (0, 0)))
+    # Transposed once, so that each word's signs are contiguous: slicing a column of the (n, words) array
+    # in the loop read all n rows' cache lines for every word (46 s against 2.0 s at n = 4 x 10^5, 256 words).
+    by_word = jnp.pad(patterns, ((0, -n % 8), (0, 0))).T
     unit_shifts = jnp.arange(_WORD_BITS, dtype=jnp.uint32)[:, None]
     row_shifts = jnp.arange(8, dtype=jnp.uint8)
 
     def one(word):  # the 32 units of one word, (32, ceil(n / 8))
-        bits = ((padded[:, word][None, :] >> unit_shifts) & jnp.uint32(1)).astype(jnp.uint8)
+        bits = ((by_word[word][None, :] >> unit_shifts) & jnp.uint32(1)).astype(jnp.uint8)
         return jnp.sum(bits.reshape(_WORD_BITS, -1, 8) << row_shifts, axis=2, dtype=jnp.uint8)
 
-    return jax.lax.map(one, jnp.arange(patterns.shape[1])).reshape(-1, padded.shape[0] // 8)
+    return jax.lax.map(one, jnp.arange(patterns.shape[1])).reshape(-1, by_word.shape[1] // 8)
 
 
 def _host_bits(patterns, n: int) -> _HostBits:
