@@ -39,6 +39,12 @@ def _eight_rows(tables, p, bytes_, column):
             tables[p + 7 * one][np.uint64(bytes_[column + 7 * one])])
 
 
+@nb.njit(inline="always", boundscheck=False, fastmath={'reassoc','nsz','arcp','contract','afn'})
+def _eight_sum(r, j):
+    """Entry j of the sum of the eight rows r, added pairwise."""
+    return ((r[0][j] + r[1][j]) + (r[2][j] + r[3][j])) + ((r[4][j] + r[5][j]) + (r[6][j] + r[7][j]))
+
+
 @nb.njit(inline="never", boundscheck=False, fastmath={'reassoc','nsz','arcp','contract','afn'}, cache=True)
 def accumulate(out, tables, packed, first, count, row_start, row_stop, tile):
     """out[i] += tables[p, packed[i, first + p]] for p < count and rows i in [row_start, row_stop).
@@ -63,18 +69,14 @@ def accumulate(out, tables, packed, first, count, row_start, row_stop, tile):
                 r = _eight_rows(tables, p, packed[i], column)
                 q = _eight_rows(tables, p + np.uint64(8), packed[i], column + np.uint64(8))
                 for j in range(c):
-                    target[j] += ((((r[0][j] + r[1][j]) + (r[2][j] + r[3][j]))
-                                   + ((r[4][j] + r[5][j]) + (r[6][j] + r[7][j])))
-                                  + (((q[0][j] + q[1][j]) + (q[2][j] + q[3][j]))
-                                     + ((q[4][j] + q[5][j]) + (q[6][j] + q[7][j]))))
+                    target[j] += _eight_sum(r, j) + _eight_sum(q, j)
         for p in range(sixteens, eights, np.uint64(8)):
             column = np.uint64(first) + p
             for i in range(t0, t1):
                 target = out[i]
                 r = _eight_rows(tables, p, packed[i], column)
                 for j in range(c):
-                    target[j] += (((r[0][j] + r[1][j]) + (r[2][j] + r[3][j]))
-                                  + ((r[4][j] + r[5][j]) + (r[6][j] + r[7][j])))
+                    target[j] += _eight_sum(r, j)
         for p in range(eights, np.uint64(count)):
             table = tables[p]
             column = np.uint64(first) + p

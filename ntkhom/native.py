@@ -29,7 +29,8 @@ import numpy as np
 __all__ = ["available", "require", "bit_matrix_product", "pack_bits", "table_group", "words_as_bytes"]
 
 #: Bytes of lookup tables kept for one group of 8-row chunks: half of a 2 MiB level-2 cache, so the tables
-#: stay near the core (groups of 16 chunks for c = 32, which the kernel sums sixteen at a time).
+#: stay near the core (groups of 16 chunks for c = 32, which the kernel sums sixteen at a time). Groups of
+#: 16 chunks took 0.28 s for B M at n = 10^5, c = 32, against 0.33 to 0.38 s for 24 and 0.37 s for 32.
 TABLE_GROUP_BYTES = 2**20
 #: Columns of Y per pass of the kernel: wider Y goes in slices, since a table of 256 rows of c numbers outgrows
 #: the caches (at n = 20000, m = 8192, before the kernel summed sixteen table rows at a time: 0.17 s per 32
@@ -38,8 +39,7 @@ COLUMNS_PER_PASS = 64
 #: Output rows per tile inside a group: 128 rows of 32 float64 are 32 KiB (a level-1 data cache). Tiles of
 #: 32 to 1024 rows and groups of 2 to 32 chunks were within this machine's drift of each other at n = 20000
 #: with the one-row loop (``benchmarks/bench_native_products.py --tiles``; docs/benchmarks.md); with sixteen
-#: rows summed at a time, groups of 16 chunks took 0.28 s for B M at n = 10^5 (c = 32), against 0.33 to
-#: 0.38 s for 24 and 0.37 s for 32, and tiles of 64 to 512 rows stayed within 3 percent of each other.
+#: rows summed at a time, tiles of 64 to 512 rows stayed within 3 percent of each other at n = 10^5.
 ROW_TILE = 128
 #: Bytes of output rows a thread finishes before it moves on: every group of chunks is added to a block of
 #: rows while it is in cache, rather than to all of the thread's rows from memory once per group (B M at
