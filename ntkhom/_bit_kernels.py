@@ -108,3 +108,54 @@ def product(packed, Y, group, tile, threads, block_rows):
                     build(tables[p], Y, 8 * (first + p))
                 accumulate(out, tables, packed, first, count, start, stop, tile)
     return out
+
+
+# -- the Lanczos basis, for native operators (ntkhom.native.project / subtract_projection) --------------------
+@nb.njit(parallel=True, boundscheck=False, fastmath={'reassoc', 'nsz', 'contract'}, cache=True)
+def project(Qt, Wt):
+    """Qt W as (k, b), from Qt (k, n) and W^T (b, n): a row of Qt a task."""
+    k, n = Qt.shape
+    b = Wt.shape[0]
+    out = np.empty((k, b))
+    for r in nb.prange(k):
+        row = Qt[r]
+        for col in range(b):
+            w = Wt[col]
+            total = 0.0
+            for j in range(n):
+                total += row[j] * w[j]
+            out[r, col] = total
+    return out
+
+
+@nb.njit(parallel=True, boundscheck=False, fastmath={'contract'}, cache=True)
+def subtract_projection(Wt, Qt, Ct, threads):
+    """W^T - (Qt^T C)^T as (b, n), from W^T (b, n), Qt (k, n) and C^T (b, k): each thread adds c_r q_r for its
+    share of the rows of Qt, four rows at a time, into a partial sum of its own (which stays in cache while
+    the rows stream from memory); the partial sums are subtracted at the end."""
+    k, n = Qt.shape
+    b = Wt.shape[0]
+    partial = np.zeros((threads, b, n))
+    share = (k + threads - 1) // threads
+    for thread in nb.prange(threads):
+        low = thread * share
+        high = min(k, low + share)
+        for col in range(b):
+            total = partial[thread, col]
+            c = Ct[col]
+            r = low
+            while r + 4 <= high:
+                c0, c1, c2, c3 = c[r], c[r + 1], c[r + 2], c[r + 3]
+                q0, q1, q2, q3 = Qt[r], Qt[r + 1], Qt[r + 2], Qt[r + 3]
+                for j in range(n):
+                    total[j] += (c0 * q0[j] + c1 * q1[j]) + (c2 * q2[j] + c3 * q3[j])
+                r += 4
+            while r < high:
+                cr, q = c[r], Qt[r]
+                for j in range(n):
+                    total[j] += cr * q[j]
+                r += 1
+    out = Wt.copy()
+    for thread in range(threads):
+        out -= partial[thread]
+    return out

@@ -26,7 +26,8 @@ from __future__ import annotations
 
 import numpy as np
 
-__all__ = ["available", "require", "bit_matrix_product", "pack_bits", "table_group", "words_as_bytes"]
+__all__ = ["available", "require", "bit_matrix_product", "pack_bits", "project", "subtract_projection", "table_group",
+           "words_as_bytes"]
 
 #: Bytes of lookup tables kept for one group of 8-row chunks: half of a 2 MiB level-2 cache, so the tables
 #: stay near the core (groups of 16 chunks for c = 32, which the kernel sums sixteen at a time). Groups of
@@ -79,6 +80,44 @@ def _kernels():
     from ntkhom import _bit_kernels  # numba compiles (or loads its cache) on first use
 
     return _bit_kernels.product, _bit_kernels.nb.get_num_threads
+
+
+def _float64_matrix(name: str, value) -> np.ndarray:
+    value = np.asarray(value)
+    if value.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, got shape {value.shape}")
+    return value.astype(np.float64, copy=False)
+
+
+def project(Qt: np.ndarray, W: np.ndarray) -> np.ndarray:
+    """Qt @ W in float64, for Qt (k, n) stored by rows and W (n, b) with few columns, on numba's threads.
+
+    For the Lanczos basis of a native operator (:mod:`ntkhom.eigensolvers` uses it with
+    :func:`subtract_projection` whenever the operator's ``native`` is true). OpenBLAS computes the same
+    products as fast, but its threads keep spinning for a while after each call and take the two cores from
+    the native product that follows: at n = 20000 (m = 8192, c = 32, 2 cores) a product took 0.15 s after
+    the BLAS products of a Lanczos step against 0.105 s after these."""
+    require()
+    Qt, W = _float64_matrix("Qt", Qt), _float64_matrix("W", W)
+    if Qt.shape[1] != W.shape[0]:
+        raise ValueError(f"Qt is {Qt.shape} and W is {W.shape}: Qt's columns must match W's rows")
+    from ntkhom import _bit_kernels
+
+    return _bit_kernels.project(np.ascontiguousarray(Qt), np.ascontiguousarray(W.T))
+
+
+def subtract_projection(W: np.ndarray, Qt: np.ndarray, C: np.ndarray) -> np.ndarray:
+    """W - Qt.T @ C in float64 (W (n, b), Qt (k, n) stored by rows, C (k, b)) on numba's threads; see
+    :func:`project`."""
+    require()
+    W, Qt, C = _float64_matrix("W", W), _float64_matrix("Qt", Qt), _float64_matrix("C", C)
+    if Qt.shape[1] != W.shape[0] or C.shape != (Qt.shape[0], W.shape[1]):
+        raise ValueError(f"W {W.shape}, Qt {Qt.shape} and C {C.shape} do not fit W - Qt.T @ C")
+    from ntkhom import _bit_kernels
+
+    out = _bit_kernels.subtract_projection(np.ascontiguousarray(W.T), np.ascontiguousarray(Qt),
+                                           np.ascontiguousarray(C.T), _bit_kernels.nb.get_num_threads())
+    return out.T
 
 
 def bit_matrix_product(packed: np.ndarray, Y: np.ndarray, *, row_tile: int | None = None,

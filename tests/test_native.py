@@ -60,6 +60,26 @@ def test_tile_and_group_sizes_do_not_change_the_product():
             native.bit_matrix_product(packed, Y, **{name: value})
 
 
+@pytest.mark.parametrize("k, n, b", [(7, 203, 1), (13, 50, 3), (1, 9, 2), (4, 1, 1)])
+def test_basis_products_equal_numpy(k, n, b):
+    # k not a multiple of the four rows the subtraction adds at a time nor of the thread count; W given as a
+    # transposed (non-contiguous) view and in float32: both are read as float64.
+    rng = np.random.default_rng(k * n + b)
+    Qt = rng.standard_normal((k, n))
+    W = rng.standard_normal((b, n)).T
+    C = rng.standard_normal((k, b))
+    _close(native.project(Qt, W), np.einsum("kn,nb->kb", Qt, W), 1e-14)
+    _close(native.subtract_projection(W, Qt, C), W - np.einsum("kn,kb->nb", Qt, C), 1e-14)
+    W32 = W.astype(np.float32)
+    _close(native.project(Qt, W32), Qt @ W32.astype(np.float64), 1e-14)
+    with pytest.raises(ValueError, match="Qt's columns must match W's rows"):
+        native.project(Qt, np.ones((n + 1, b)))
+    with pytest.raises(ValueError, match="do not fit W - Qt.T @ C"):
+        native.subtract_projection(W, Qt, np.ones((k + 1, b)))
+    with pytest.raises(ValueError, match="W must be 2-D"):
+        native.project(Qt, np.ones(n))
+
+
 @pytest.mark.parametrize(
     "phi, s, bias, width",
     [("relu", 1.0, False, 77), ("leaky_relu", 0.6, True, 100), ("relu", 1.7, False, 40), ("abs", 0.3, True, 33)],
@@ -99,13 +119,17 @@ def test_native_operator_under_jit_vmap_and_grad_with_dead_neurons():
     _close(jax.grad(lambda s: jnp.sum(V * op.at(s).matvec(V)))(0.7), numeric, 1e-8)
 
 
-def test_native_lambda_min_equals_dense_eigvalsh():
+def test_native_lambda_min_equals_dense_eigvalsh(monkeypatch):
     model = models.two_layer(96, s=1.0)
     x = _inputs(n=151, seed=5)
     params = model.init(jax.random.PRNGKey(6), D)
     op = operators.two_layer_ntk_operator(model, params, x, native=True)
     dense = np.linalg.eigvalsh(np.asarray(kernels.empirical_ntk(model, params, x)))
+    calls = []  # the Lanczos basis goes through native's products for a native operator
+    project = native.project
+    monkeypatch.setattr(native, "project", lambda Qt, W: calls.append(Qt.shape) or project(Qt, W))
     result = eigensolvers.extreme_spectrum(op, 1, tol=1e-10)
+    assert len(calls) >= result.smallest.products // 2 and max(k for k, _ in calls) > 50
     low, high = result.smallest.eigenvalues[0], result.largest.eigenvalues[0]
     assert abs(low.value - dense[0]) <= max(low.bound, low.floor) + 1e-12 * dense[-1]
     assert abs(high.value - dense[-1]) <= high.bound + 1e-12 * dense[-1]
