@@ -20,6 +20,10 @@ Needs numba (``pip install "ntkhom[native]"``, or ``uv sync --extra native``); i
 only, through ``jax.pure_callback``, so it works under ``jit`` and reverse-mode ``grad`` (each product's
 transpose is the other product) but not on an accelerator and not under forward-mode differentiation.
 Nothing else in ntkhom needs it: the default XLA product runs everywhere.
+
+Also here: :func:`project` and :func:`subtract_projection`, the products with the Lanczos basis that
+:mod:`ntkhom.eigensolvers` runs on numba's threads for a native operator, so that idle BLAS threads do not
+compete with the native products.
 """
 
 from __future__ import annotations
