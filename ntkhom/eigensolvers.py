@@ -268,9 +268,9 @@ class _BasisAlgebra:
 
 class _NativeBasisAlgebra(_BasisAlgebra):
     """For operators whose products run on numba's threads (``native``): the basis products on those threads too
-    (:func:`ntkhom.native.project`), and the rest of BLAS on one thread while the solver runs. OpenBLAS's
-    threads spin for a while after each call and take the cores from the native product that follows (n = 20000,
-    m = 8192, 2 cores: 0.15 s a product after BLAS's basis products, 0.105 s after numba's)."""
+    (:func:`ntkhom.native.project`, whose docstring gives the measurement), and the rest of BLAS on one thread
+    while the solver runs: OpenBLAS's threads spin for a while after each call and take the cores from the
+    native product that follows."""
 
     @staticmethod
     def project(Qt, W):
