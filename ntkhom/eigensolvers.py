@@ -52,8 +52,8 @@ import numpy as np
 import scipy.linalg
 from matfree import decomp
 
-from ntkhom.operators import as_operator
-from ntkhom.spectrum import numerical_floor
+from ntkhom.operators import as_operator, is_operator
+from ntkhom.spectrum import numerical_floor, refuse_traced
 
 __all__ = [
     "CertifiedEigenvalue",
@@ -496,7 +496,7 @@ def _krylov_extremes(K, k_small: int, k_large: int, *, key=None, tol: float = DE
     counter = _Counter(operator)
     b = int(block) if block is not None else default_block(operator)
     if start is not None:  # a warm start: every given vector goes into the first block
-        start = np.asarray(start, np.float64).reshape(n, -1)
+        start = _check_start(start, n)
         b = max(b, start.shape[1])
     b = min(b, n)
     budget = int(max_products) if max_products is not None else _basis_budget(n)
@@ -595,6 +595,13 @@ _LANCZOS = {}
 
 def lanczos(operator, v0, steps: int):
     """Lanczos tridiagonalisation with full reorthogonalisation (matfree): (Q (steps, n), T, beta)."""
+    if np.shape(v0) != (operator.n,):
+        raise ValueError(f"v0 must have shape (n,) = ({operator.n},), got {np.shape(v0)}")
+    if not isinstance(v0, jax.core.Tracer):
+        host = np.asarray(v0)
+        if not np.all(np.isfinite(host)) or not np.any(host):
+            raise ValueError("v0 must be a finite, nonzero vector (Lanczos normalises it)")
+    steps = _count(steps, "steps", 1)
     if steps not in _LANCZOS:
         _LANCZOS[steps] = _lanczos_jit(steps)
     return _LANCZOS[steps](operator, v0)
@@ -605,6 +612,20 @@ def _count(value, name: str, least: int) -> int:
     if not (isinstance(value, int | np.integer) and not isinstance(value, bool) and value >= least):
         raise ValueError(f"{name} must be an integer >= {least}, got {value!r}")
     return int(value)
+
+
+def _check_start(start, n: int) -> np.ndarray:
+    """A warm start as a finite (n, p) float64 array, p >= 1 (an (n,) vector is one column)."""
+    array = np.asarray(start, np.float64)
+    if array.ndim == 1:
+        array = array[:, None]
+    if array.ndim != 2 or array.shape[0] != n or array.shape[1] == 0:
+        raise ValueError(f"start must have shape (n,) or (n, p) with n = {n}, got {np.shape(start)}")
+    if not np.all(np.isfinite(array)):
+        raise ValueError("start contains non-finite values (NaN or inf)")
+    if not np.any(array):
+        raise ValueError("start is zero: it spans no direction to start from")
+    return array
 
 
 def _check_tolerance(tol) -> None:
@@ -636,9 +657,10 @@ def _prepare(K, k: int, key, tol: float | None = None, max_products: int | None 
              block: int | None = None):
     """The operator of K, its size n (checking 1 <= k <= n, and the options given) and the PRNG key
     (default PRNGKey(0))."""
+    refuse_traced(K, "ntkhom.eigensolvers")
     operator = _as_operator(K)
     n = operator.n
-    if not 1 <= k <= n:
+    if not 1 <= _count(k, "k", 1) <= n:
         raise ValueError(f"k must be between 1 and n = {n}, got {k}")
     if tol is not None:
         _check_tolerance(tol)
@@ -662,7 +684,7 @@ def largest(K, k: int = 1, *, key=None, tol: float = DEFAULT_TOLERANCE, block: i
       floor_dtype: dtype whose eps sets the floor (default: the operator's).
       progress: called as ``progress(columns, eigenvalues, products)`` at each check (host side).
     """
-    _, top = _krylov_extremes(K, 0, k, key=key, tol=tol, block=block, max_products=max_products,
+    _, top = _krylov_extremes(K, 0, _count(k, "k", 1), key=key, tol=tol, block=block, max_products=max_products,
                               floor_dtype=floor_dtype, progress=progress)
     return top
 
@@ -888,6 +910,13 @@ def smallest(K, k: int = 1, *, key=None, tol: float = DEFAULT_TOLERANCE, method:
     """
     if method not in ("auto", "lanczos", "lobpcg"):
         raise ValueError(f"method must be 'auto', 'lanczos' or 'lobpcg', got {method!r}")
+    k, guard, max_iterations = _count(k, "k", 1), _count(guard, "guard", 0), _count(max_iterations,
+                                                                                 "max_iterations", 1)
+    if rank is not None:
+        rank = _count(rank, "rank", 0)
+    if lambda_max_value is not None and not (isinstance(lambda_max_value, int | float | np.floating)
+                                             and math.isfinite(lambda_max_value) and lambda_max_value > 0):
+        raise ValueError(f"lambda_max_value must be a finite positive number, got {lambda_max_value!r}")
     if method == "auto":
         method = "lobpcg" if (rank is not None or low_rank is not None) else "lanczos"
     if method == "lanczos":
@@ -903,6 +932,8 @@ def smallest(K, k: int = 1, *, key=None, tol: float = DEFAULT_TOLERANCE, method:
         top = largest(operator, 1, key=key_max, tol=1e-6)
         lambda_max_value, products = top.eigenvalues[0].value, top.products
     floor = numerical_floor(lambda_max_value, n, floor_dtype or operator.dtype)
+    if low_rank is not None and np.shape(low_rank.U)[0] != n:
+        raise ValueError(f"low_rank has {np.shape(low_rank.U)[0]} rows, but the operator has n = {n}")
     if low_rank is None:
         rank = int(min(n // 4, 1024)) if rank is None else int(rank)
         low_rank = _default_low_rank(operator, rank, key_rank)
@@ -912,7 +943,7 @@ def smallest(K, k: int = 1, *, key=None, tol: float = DEFAULT_TOLERANCE, method:
         p = k
     X0 = np.array(jax.random.normal(key_start, (n, p), jnp.float64))  # writable: a warm start goes in
     if start is not None:
-        start = np.asarray(start, np.float64).reshape(n, -1)[:, :p]
+        start = _check_start(start, n)[:, :p]
         X0[:, : start.shape[1]] = start
     apply = _preconditioner(low_rank, n)
     if start is None and low_rank is not None:
@@ -936,11 +967,16 @@ def lambda_min_path(operator, s_values, *, k: int = 1, key=None, tol: float = DE
                     rank: int | None = None, **options) -> list[EigenResult]:
     """lambda_min (k smallest) of ``operator.at(s)`` for each s, each solve started from the vectors of the
     previous s (and the preconditioner rebuilt at each s, cheap next to the products)."""
-    if not hasattr(operator, "at"):
-        raise TypeError("lambda_min_path needs an operator with at(s) (two-layer or infinite-width operators)")
+    if not (is_operator(operator) and callable(getattr(operator, "at", None))):  # a JAX array's .at is no path
+        raise TypeError(f"lambda_min_path needs a kernel-path operator with at(s) (ntkhom.operators: two-layer or "
+                        f"infinite-width operators), got {type(operator).__name__}; for dense matrices along s use "
+                        "ntkhom.eigenpath.lambda_min_path")
     key = jax.random.PRNGKey(0) if key is None else key
     results, start = [], None
-    for i, s in enumerate(np.asarray(s_values, np.float64).ravel()):
+    s_values = np.asarray(s_values, np.float64).ravel()
+    if s_values.size == 0 or not np.all(np.isfinite(s_values)):
+        raise ValueError(f"s_values must be a non-empty list of finite numbers, got {s_values.tolist()}")
+    for i, s in enumerate(s_values):
         result = smallest(operator.at(float(s)), k, key=jax.random.fold_in(key, i), tol=tol, rank=rank,
                           start=start, **options)
         results.append(result)
@@ -999,6 +1035,7 @@ def extreme_spectrum(K, k: int = 1, *, key=None, tol: float = DEFAULT_TOLERANCE,
                      **options) -> ExtremeSpectrum:
     """The k smallest and k largest eigenvalues with certificates: both from one block Lanczos run, or,
     where ``options`` ask for LOBPCG (see :func:`smallest`), the largest by Lanczos and then the smallest."""
+    k = _count(k, "k", 1)
     key = jax.random.PRNGKey(0) if key is None else key
     lobpcg = options.get("method") == "lobpcg" or (options.get("method", "auto") == "auto" and any(
         options.get(name) is not None for name in ("rank", "low_rank")))

@@ -36,8 +36,18 @@ def numerical_floor(lambda_max: float, n: int, dtype) -> float:
     return float(n) * float(np.finfo(np.dtype(dtype)).eps) * abs(float(lambda_max))
 
 
+def refuse_traced(K, where: str) -> None:
+    """A one-line TypeError when K is traced (inside jit, vmap or grad): certified spectra are computed on the
+    host in float64, from concrete values."""
+    if isinstance(K, jax.core.Tracer):
+        raise TypeError(f"{where} computes a certified spectrum on the host and cannot run inside jit, vmap or "
+                        "grad (K is traced); in traced code use ntkhom.spectrum.device_spectrum")
+
+
 def check_kernel(K, name: str = "K") -> np.ndarray:
-    """K as a float64 NumPy array, or ValueError if it is not a finite, square, symmetric matrix."""
+    """K as a float64 NumPy array, or ValueError if it is not a finite, square, symmetric matrix (TypeError
+    if it is traced)."""
+    refuse_traced(K, "ntkhom.spectrum")
     array = np.asarray(K)
     if array.ndim != 2 or array.shape[0] != array.shape[1] or array.shape[0] == 0:
         raise ValueError(f"{name} must be a non-empty square matrix, got shape {array.shape}")

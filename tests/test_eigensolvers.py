@@ -157,6 +157,50 @@ def test_bad_counts_are_refused_in_one_line():
             call()
 
 
+def test_bad_options_of_smallest_and_largest_are_refused_in_one_line():
+    rng = np.random.default_rng(1)
+    A = rng.normal(size=(9, 9))
+    op = operators.DenseOperator(jnp.asarray(A @ A.T))
+    low_rank = eigensolvers.nystrom(operators.DenseOperator(jnp.eye(7)), 2, key=jax.random.PRNGKey(0))
+    cases = [
+        (lambda: eigensolvers.largest(op, 1.5), "k must be an integer >= 1, got 1.5"),
+        (lambda: eigensolvers.largest(op, float("nan")), "k must be an integer >= 1, got nan"),
+        (lambda: eigensolvers.extreme_spectrum(op, "2"), "k must be an integer >= 1, got '2'"),
+        (lambda: eigensolvers.smallest(op, 1, lambda_max_value=float("nan")), "lambda_max_value must be"),
+        (lambda: eigensolvers.smallest(op, 1, lambda_max_value=-1.0), "lambda_max_value must be"),
+        (lambda: eigensolvers.smallest(op, 1, rank=2, guard=-5), "guard must be an integer >= 0"),
+        (lambda: eigensolvers.smallest(op, 1, rank=2, max_iterations=0), "max_iterations must be an integer"),
+        (lambda: eigensolvers.smallest(op, 1, rank=float("nan")), "rank must be an integer >= 0"),
+        (lambda: eigensolvers.smallest(op, 1, start=np.ones(10)), r"start must have shape \(n,\)"),
+        (lambda: eigensolvers.smallest(op, 1, start=np.full((9, 2), np.nan)), "start contains non-finite"),
+        (lambda: eigensolvers.smallest(op, 1, rank=2, start=np.zeros(9)), "start is zero"),
+        (lambda: eigensolvers.smallest(op, 1, low_rank=low_rank), "low_rank has 7 rows, but the operator has n = 9"),
+        (lambda: eigensolvers.lanczos(op, jnp.zeros(9), 3), "v0 must be a finite, nonzero vector"),
+        (lambda: eigensolvers.lanczos(op, jnp.ones(8), 3), r"v0 must have shape \(n,\)"),
+        (lambda: eigensolvers.lambda_min_path(op.matrix, [0.5]), "needs a kernel-path operator"),
+    ]
+    for call, message in cases:
+        with pytest.raises(ValueError if "path" not in message else TypeError, match=message) as info:
+            call()
+        assert "\n" not in str(info.value)
+    # A one-vector warm start of shape (n,) is a column, and the result is still the dense one.
+    warm = eigensolvers.smallest(op, 2, rank=2, start=rng.normal(size=9))
+    _check(warm, np.linalg.eigvalsh(A @ A.T)[:2])
+
+
+def test_certified_spectra_refuse_traced_kernels_and_point_to_device_spectrum():
+    rng = np.random.default_rng(2)
+    A = rng.normal(size=(6, 6))
+    K = jnp.asarray(A @ A.T)
+    for solve in (lambda M: spectrum.lambda_min(M).value, spectrum.condition_number,
+                  lambda M: eigensolvers.lambda_min(M).value, lambda M: eigensolvers.largest(M).products):
+        with pytest.raises(TypeError, match="cannot run inside jit, vmap or grad.*device_spectrum"):
+            jax.jit(solve)(K)
+    # the traced alternative it names does run, and agrees with the host result
+    device = jax.jit(spectrum.device_spectrum)(K)
+    assert float(device.lambda_min) == pytest.approx(spectrum.lambda_min(K).value, rel=1e-9)
+
+
 def test_bad_matrices_and_non_finite_products_are_refused_in_one_line():
     rng = np.random.default_rng(0)
     A = rng.normal(size=(7, 7))
