@@ -44,9 +44,10 @@ def float64_enabled() -> bool:
 def check_inputs(x, name: str = "x", *, allow_1d: bool = False) -> jax.Array:
     """Return ``x`` as a 2-D float JAX array (n, d), or raise ``ValueError`` naming what is wrong.
 
-    Refuses empty arrays, non-finite entries (NaN, inf) and wrong ranks. Warns when float64 data would be
-    silently rounded to float32 because JAX's 64-bit mode is off. Under ``jit``, ``vmap`` or ``grad`` (``x``
-    a tracer) only the shape is checked: the values are unknown there.
+    Refuses empty arrays, non-finite entries (NaN, inf), rows whose squared norm x.x overflows the dtype
+    (every kernel is built from such inner products, so all of its entries would be inf or NaN) and wrong
+    ranks. Warns when float64 data would be silently rounded to float32 because JAX's 64-bit mode is off.
+    Under ``jit``, ``vmap`` or ``grad`` (``x`` a tracer) only the shape is checked: the values are unknown there.
     """
     traced = isinstance(x, jax.core.Tracer)
     array = x if isinstance(x, jax.Array) else np.asarray(x)
@@ -66,9 +67,20 @@ def check_inputs(x, name: str = "x", *, allow_1d: bool = False) -> jax.Array:
         )
     if not traced:
         # NumPy on the host: jnp ops would give tracers when a concrete array is checked inside a trace.
-        bad = int(np.count_nonzero(~np.isfinite(np.asarray(array))))
+        host = np.asarray(array)
+        bad = int(np.count_nonzero(~np.isfinite(host)))
         if bad:
             raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf)")
+        with np.errstate(over="ignore"):
+            squares = np.sum(np.square(host), axis=1)  # in x's own dtype, as the kernels compute them
+        if not np.all(np.isfinite(squares)):
+            # Scaled by each row's largest entry, so that the norm reported does not overflow float64 too.
+            wide = host.astype(np.float64)
+            scale = np.maximum(np.max(np.abs(wide), axis=1, keepdims=True), np.finfo(np.float64).tiny)
+            norm = float(np.max(scale[:, 0] * np.sqrt(np.sum(np.square(wide / scale), axis=1))))
+            wider = " or use float64 (ntkhom.enable_float64())" if host.dtype.itemsize < 8 else ""
+            raise ValueError(f"{name} has rows of norm up to {norm:.3g}, whose squares overflow {host.dtype}: "
+                             f"rescale the inputs (ntkhom.data.normalize){wider}")
     return jnp.asarray(array)
 
 
@@ -194,7 +206,12 @@ def teacher_targets(key, x, width: int = 32, s: float = 1.0) -> jax.Array:
     w = jax.random.normal(k_w, (x.shape[1], width), x.dtype)
     a = jax.random.normal(k_a, (width, 1), x.dtype)
     y = homotopy(x @ w, s) @ a
-    return y / jnp.sqrt(jnp.mean(y**2))
+    rms = jnp.sqrt(jnp.mean(y**2))
+    # 0 / 0 would give NaN targets that surface only as a "non-finite residual" later; traced: not known here
+    if not isinstance(rms, jax.core.Tracer) and not float(rms) > 0:
+        raise ValueError("teacher targets are all zero, so they cannot be normalised to unit RMS (is x all zero, "
+                         "or is every teacher unit inactive on it?)")
+    return y / rms
 
 
 _SKLEARN_REGRESSION = ("diabetes", "friedman1")
@@ -283,7 +300,11 @@ def load(
             task = "classification"
             y = _one_hot(y_np.astype(int), int(y_np.max()) + 1, dtype)
         else:
-            y = jnp.asarray((y_np - y_np.mean()) / y_np.std(), dtype)[:, None]
+            spread = y_np.std()
+            if not spread > 0:  # one sample, or equal targets: 0 / 0 would make every target NaN
+                raise ValueError(f"standardising the {name} targets needs at least 2 samples with different "
+                                 f"values, got {y_np.shape[0]} sample(s) with spread {spread:g} (raise n)")
+            y = jnp.asarray((y_np - y_np.mean()) / spread, dtype)[:, None]
     x = normalize(x, normalization)
     x = check_inputs(x, f"{name} inputs")
     if test_fraction == 0.0:

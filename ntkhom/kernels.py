@@ -48,7 +48,7 @@ import numpy as np
 from ntkhom.activations import check_s
 from ntkhom.data import check_inputs
 from ntkhom.models import HomotopyMLP, Params
-from ntkhom.networks import Network, as_network, check_params, combine
+from ntkhom.networks import Network, as_network, check_applies, check_params, check_trained, combine
 
 __all__ = [
     "KernelPath",
@@ -207,6 +207,8 @@ def empirical_ntk(
     _check_kernel_memory(x1, x2, "empirical_ntk")
     s = _homotopy_s(network, s)
     trainable, frozen = network.partition(params, trained)
+    check_trained(trainable, trained)
+    check_applies(network.apply, params, x1, s, name="x1")
     if implementation is None:
         return _jacobian_ntk(network.apply, trainable, frozen, x1, x2, s)
     from ntkhom.nt import empirical_ntk_fn
@@ -242,6 +244,8 @@ def empirical_ntk_batch(network, params_batch, x, *, s=None, trained=None) -> ja
     _check_kernel_memory(x, None, f"empirical_ntk_batch of {batch} parameter sets",
                          matrices=batch + KERNEL_TEMPORARIES)
     trainable, frozen = network.partition(params_batch, trained)
+    check_trained(trainable, trained)
+    check_applies(network.apply, first, x, None if s is None else s[0])
     return _batch_ntk(network.apply, trainable, frozen, x, s)
 
 
@@ -611,6 +615,19 @@ def infinite_kernel_path(model, x1, x2=None, *, batch_size: int | None = None) -
 
 
 # -- closed form --------------------------------------------------------------------------------------------
+def _arcsin_safe(rho):
+    """arcsin(rho) for rho in [-1, 1], with the same values, and a gradient that is finite at |rho| = 1.
+
+    arcsin'(rho) is infinite at |rho| = 1 (parallel or opposite inputs, the diagonal above all), where
+    d rho / dx is 0, and inf * 0 made every gradient NaN. The kernel itself is smooth along the diagonal
+    (positively homogeneous) and has a symmetric kink at parallel pairs, so the gradient there is that of
+    the other factors: the end values +-pi/2 enter as constants. The inner where keeps the untaken branch
+    finite ("double where"), since where's gradient multiplies both branches.
+    """
+    inside = jnp.abs(rho) < 1.0
+    return jnp.where(inside, jnp.arcsin(jnp.where(inside, rho, 0.0)), jnp.sign(rho) * (np.pi / 2))
+
+
 def closed_form_ntk_relu(x1, x2=None, *, s=1.0, trained: str = "hidden") -> jax.Array:
     """Infinite-width NTK of the two-layer homotopy-ReLU network in closed form (no neural-tangents).
 
@@ -637,9 +654,10 @@ def closed_form_ntk_relu(x1, x2=None, *, s=1.0, trained: str = "hidden") -> jax.
     norms = jnp.linalg.norm(x1, axis=1)[:, None] * jnp.linalg.norm(x2, axis=1)[None, :]
     gram = x1 @ x2.T
     rho = jnp.clip(gram / norms, -1.0, 1.0)
-    hidden = gram * ((1.0 - s / 2.0) ** 2 + s**2 / (2.0 * np.pi) * jnp.arcsin(rho))
+    arcsin = _arcsin_safe(rho)
+    hidden = gram * ((1.0 - s / 2.0) ** 2 + s**2 / (2.0 * np.pi) * arcsin)
     if trained == "hidden":
         return hidden
-    theta = jnp.arccos(rho)
+    theta = np.pi / 2 - arcsin
     arccos1 = norms * (jnp.sin(theta) + (np.pi - theta) * rho) / (2.0 * np.pi)
     return hidden + (1.0 - s) * gram + s**2 * arccos1

@@ -33,7 +33,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-__all__ = ["Network", "as_network", "partition", "combine", "trained_mask", "check_params"]
+__all__ = ["Network", "as_network", "partition", "combine", "trained_mask", "check_params", "check_trained",
+           "check_applies"]
 
 
 # -- the protocol ---------------------------------------------------------------------------------------
@@ -140,7 +141,37 @@ def check_params(params, name: str = "params") -> None:
             raise ValueError(f"{name}{jax.tree_util.keystr(path)} contains {label} ({what} entries)")
 
 
+def check_trained(trainable, trained=None) -> None:
+    """ValueError when the trained part of a :func:`partition` has no leaf: an NTK over no parameter.
+
+    Without it, ``trained=False`` failed deep inside JAX ("Too few leaves for PyTreeDef", a vmap error).
+    """
+    if not jax.tree.leaves(trainable):
+        raise ValueError(f"no parameter is trained (trained={trained!r} selects no leaf of params), so the NTK "
+                         "would be over no parameters; pass trained=None (every leaf) or select at least one leaf")
+
+
+def check_applies(apply, params, x, *args, name: str = "x"):
+    """The output shape of ``apply(params, x, *args)``, or a ValueError naming ``x``'s shape when the network
+    cannot be applied to it (e.g. x has the wrong number of features), the original error chained.
+
+    Evaluated abstractly (``jax.eval_shape``: no arithmetic), so it also runs on tracers under ``jit``.
+    """
+    try:
+        return jax.eval_shape(apply, params, x, *args)
+    except _UsageError:
+        raise  # already names what was wrong (s given or missing)
+    except (TypeError, ValueError, IndexError, KeyError) as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise ValueError(f"the network could not be applied to {name} of shape {tuple(jnp.shape(x))}: "
+                         f"{reason}") from error
+
+
 # -- adapters (hashable callables, so jitted kernels are cached per network) ------------------------------
+class _UsageError(TypeError):
+    """A network called with or without s against its signature; check_applies passes it on unchanged."""
+
+
 def _as_outputs(out) -> jax.Array:
     out = jnp.asarray(out)
     if out.ndim == 1:
@@ -152,7 +183,7 @@ def _as_outputs(out) -> jax.Array:
 
 def _no_s(s, what: str) -> None:
     if s is not None:
-        raise TypeError(f"{what} takes no homotopy parameter s (it is fixed in the network); got s={s!r}")
+        raise _UsageError(f"{what} takes no homotopy parameter s (it is fixed in the network); got s={s!r}")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,7 +194,7 @@ class _FunctionApply:
 
     def __call__(self, params, x, s=None):
         if s is None and self.requires_s:
-            raise TypeError(f"{getattr(self.fn, '__name__', 'the network')} takes s with no default: pass s=...")
+            raise _UsageError(f"{getattr(self.fn, '__name__', 'the network')} takes s with no default: pass s=...")
         if self.accepts_s:
             return _as_outputs(self.fn(params, x) if s is None else self.fn(params, x, s))
         _no_s(s, "this network")

@@ -56,7 +56,7 @@ from ntkhom.activations import check_s
 from ntkhom.data import check_inputs
 from ntkhom.kernels import KernelPath
 from ntkhom.models import HomotopyMLP, Params
-from ntkhom.networks import check_params
+from ntkhom.networks import check_applies, check_params, check_trained
 
 __all__ = [
     "DenseOperator",
@@ -72,6 +72,9 @@ __all__ = [
     "kernel_path_operator",
     "as_operator",
     "is_operator",
+    "is_path_operator",
+    "check_finite_block",
+    "check_index",
     "pad_rows",
     "rows_product",
     "OPERATOR_BLOCK_BYTES",
@@ -122,7 +125,33 @@ def _as_block(V, n: int, dtype) -> tuple[jax.Array, bool]:
         V = V[:, None]
     if V.ndim != 2 or V.shape[0] != n:
         raise ValueError(f"V must have shape ({n},) or ({n}, k), got {tuple(V.shape)}")
+    check_finite_block(V)
     return V.astype(jnp.result_type(V.dtype, dtype)), vector
+
+
+def check_finite_block(V, name: str = "V") -> None:
+    """ValueError when a concrete block has NaN or inf: a product would spread them over every row silently.
+
+    One reduction on V's device (cheap next to a product); skipped on tracers, whose values are unknown.
+    ``ensure_compile_time_eval``: a concrete V met inside a caller's trace is still checked, not staged.
+    """
+    if isinstance(V, jax.core.Tracer):
+        return
+    with jax.ensure_compile_time_eval():
+        bad = int(jnp.count_nonzero(~jnp.isfinite(V)))
+    if bad:
+        raise ValueError(f"{name} contains {bad} non-finite value(s) (NaN or inf)")
+
+
+def check_index(index, n: int) -> jax.Array:
+    """Column indices as an array, refused (IndexError) where concrete and outside [-n, n): JAX indexing
+    clamps them, so K[:, n + 5] would silently be column n - 1."""
+    if not isinstance(index, jax.core.Tracer):
+        host = np.asarray(index)
+        outside = host[(host < -n) | (host >= n)] if host.size else host
+        if outside.size:
+            raise IndexError(f"column index {outside.ravel()[0]} is out of range for a kernel of {n} columns")
+    return jnp.asarray(index)
 
 
 def _identity(t):
@@ -209,6 +238,8 @@ class _Base:
     def matvec(self, V, row_sum: Callable | None = None) -> jax.Array:
         """K V for V of shape (n, k) or (n,); ``row_sum`` reduces partial sums over rows (module docstring)."""
         V, vector = _as_block(V, self.n, self.dtype)
+        if V.shape[1] == 0:  # K times no columns is no columns (the tiled products would divide by k)
+            return jnp.zeros((self.n, 0), V.dtype)
         out = _jitted_matvec(self, V, row_sum or _identity)
         return out[:, 0] if vector else out
 
@@ -243,7 +274,7 @@ class DenseOperator(_Base):
         return jnp.diagonal(self.matrix)
 
     def columns(self, index) -> jax.Array:
-        return self.matrix[:, jnp.asarray(index)]
+        return self.matrix[:, check_index(index, self.n)]
 
 
 # -- structured two-layer empirical NTK -----------------------------------------------------------------------
@@ -407,7 +438,7 @@ class TwoLayerNTKOperator(_Base):
         return _two_layer_columns(self, None)
 
     def columns(self, index) -> jax.Array:
-        return _two_layer_columns(self, jnp.asarray(index))
+        return _two_layer_columns(self, check_index(index, self.n))
 
 
 class _HostBits:
@@ -688,7 +719,7 @@ class JacobianNTKOperator(_Base):
         raise NotImplementedError("JacobianNTKOperator has no cheap diagonal; use a Nystrom preconditioner")
 
     def columns(self, index) -> jax.Array:
-        index = jnp.asarray(index)
+        index = check_index(index, self.n)
         E = jnp.zeros((self.n, index.shape[0]), self.dtype).at[index, jnp.arange(index.shape[0])].set(1.0)
         return self.matvec(E)
 
@@ -722,11 +753,14 @@ def jacobian_ntk_operator(f: Callable, params, x, *, frozen=None, combine: Calla
     check_params(x, "x")  # NaN or inf, where concrete (x may be images: any shape)
     check_params(params)
     check_params(frozen, "frozen")
+    if not jax.tree.leaves(params):
+        raise ValueError("params has no leaf: no parameter is trained, so the NTK would be over no parameters")
+    combine = combine or _second
+    check_applies(lambda p, x: f(combine(p, frozen), x), params, x)
     rows = min(x.shape[0], 1024) if block_rows is None else int(block_rows)
     if rows <= 0:
         raise ValueError(f"block_rows must be positive, got {block_rows}")
-    return JacobianNTKOperator(x=x, params=params, frozen=frozen, f=f, combine=combine or _second,
-                               block_rows=rows)
+    return JacobianNTKOperator(x=x, params=params, frozen=frozen, f=f, combine=combine, block_rows=rows)
 
 
 @functools.lru_cache(maxsize=64)
@@ -796,6 +830,7 @@ def network_ntk_operator(network, params, x, *, s=None, trained=None,
     if s is not None:
         s = jnp.asarray(check_s(s))
     trainable, frozen = network.partition(params, trained)
+    check_trained(trainable, trained)
     return jacobian_ntk_operator(_NetworkForward(network), trainable, jnp.asarray(x), frozen=(frozen, s),
                                  combine=_combine_with_s, block_rows=block_rows)
 
@@ -950,7 +985,7 @@ class InfiniteNTKOperator(_Base):
         return _infinite_diagonal(self)
 
     def columns(self, index) -> jax.Array:
-        return _infinite_columns(self, jnp.asarray(index))
+        return _infinite_columns(self, check_index(index, self.n))
 
 
 @jax.jit
@@ -1054,12 +1089,15 @@ def kernel_path_operator(kernel, s=None) -> PathOperator:
     if isinstance(kernel, KernelPath):
         nodes = tuple(DenseOperator(kernel.at(t)) for t in _PATH_NODES)
         dtype = kernel.dtype
-    elif hasattr(kernel, "at"):
+    elif is_path_operator(kernel):
         nodes = tuple(kernel.at(t) for t in _PATH_NODES)
         dtype = kernel.dtype
         s = getattr(kernel, "s", 0.0) if s is None else s
     else:
-        raise TypeError(f"kernel_path_operator needs an operator with at(s) or a KernelPath, got {type(kernel)}")
+        raise TypeError(f"kernel_path_operator needs an operator with at(s) or a KernelPath, got "
+                        f"{type(kernel).__name__}; a dense matrix is one kernel, not a path: wrap the three "
+                        "coefficient matrices as ntkhom.kernels.KernelPath(K0, K1, K2) (or use "
+                        "kernels.empirical_kernel_path), or as_operator(K) for the matrix alone")
     s = 0.0 if s is None else check_s(s)
     return PathOperator(nodes=nodes, s=jnp.asarray(s, dtype))
 
@@ -1068,6 +1106,12 @@ def kernel_path_operator(kernel, s=None) -> PathOperator:
 def is_operator(obj) -> bool:
     """Whether ``obj`` is a kernel operator (has ``matvec`` and ``n``) rather than a matrix."""
     return hasattr(obj, "matvec") and hasattr(obj, "n") and not isinstance(obj, (np.ndarray, jax.Array))
+
+
+def is_path_operator(obj) -> bool:
+    """Whether ``obj`` is a kernel operator with ``at(s)`` (a path in s). A JAX array is not: its ``.at`` is
+    the indexed-update helper, which a check for ``hasattr(obj, "at")`` mistook for a path."""
+    return is_operator(obj) and callable(getattr(obj, "at", None))
 
 
 def as_operator(K):

@@ -39,6 +39,7 @@ from jax.sharding import PartitionSpec as P
 
 from ntkhom import operators
 from ntkhom.data import is_whole
+from ntkhom.networks import check_params
 from ntkhom.operators import pad_rows
 
 __all__ = [
@@ -154,7 +155,7 @@ class _RowShardedMatrix:
 
     def columns(self, index) -> np.ndarray:
         # K[:, index] = K[index, :]^T for a symmetric kernel: rows, wherever they live.
-        return host_array(_rows(self.data, jnp.asarray(index))).T[: self.n]
+        return host_array(_rows(self.data, operators.check_index(index, self.n))).T[: self.n]
 
 
 @functools.partial(jax.jit, static_argnums=1)
@@ -184,8 +185,6 @@ def sharded_kernel(kernel_fn: Callable, x1, x2=None, *, mesh: Mesh) -> RowSharde
     Returns:
       :class:`RowSharded` with ``data`` (padded n1, n2) sharded by rows and ``n = n1``.
     """
-    from ntkhom.networks import check_params
-
     axis = _axis(mesh)
     x1 = np.asarray(x1)
     x2 = x1 if x2 is None else np.asarray(x2)
@@ -211,6 +210,7 @@ def _check_block(V, n: int) -> tuple[jax.Array, bool]:
     V = jnp.asarray(V) if not isinstance(V, jax.Array) else V
     if V.ndim not in (1, 2) or V.shape[0] != n:
         raise ValueError(f"V must have shape ({n},) or ({n}, k), got {tuple(V.shape)}")
+    operators.check_finite_block(V)
     return (V[:, None] if V.ndim == 1 else V), V.ndim == 1
 
 
@@ -293,6 +293,8 @@ class ShardedOperator:
     def matvec(self, V) -> jax.Array:
         """K V for V of shape (n, k) or (n,); the result is replicated on every device of the mesh."""
         block, vector = _check_block(V, self.n)
+        if block.shape[1] == 0:  # no columns, no product (as the operators on one device)
+            return jnp.zeros((self.n, 0), jnp.result_type(block.dtype, self.dtype))
         if self.mode == "path":  # K(s) V from the sharded products of the three nodes of the path
             out = self.op._combine([node.matvec(block) for node in self.rows["nodes"]])
             return out[:, 0] if vector else out
@@ -392,7 +394,7 @@ class KernelRows(operators._Base):
         return jax.vmap(lambda row: self.kernel_fn(row[None], row[None])[0, 0])(self.x)
 
     def columns(self, index):
-        return self.kernel_fn(self.x, self.x[jnp.asarray(index)])
+        return self.kernel_fn(self.x, self.x[operators.check_index(index, self.n)])
 
 
 def kernel_rows(kernel_fn: Callable, x, *, tile: int = 256) -> KernelRows:
@@ -406,7 +408,11 @@ def kernel_rows(kernel_fn: Callable, x, *, tile: int = 256) -> KernelRows:
     """
     if not is_whole(tile):
         raise ValueError(f"tile must be a positive integer, got {tile}")
-    return KernelRows(jnp.asarray(x), kernel_fn, int(tile))
+    x = jnp.asarray(x)
+    if x.ndim < 1 or x.shape[0] == 0:
+        raise ValueError(f"x must have a leading axis of points, got shape {tuple(x.shape)}")
+    check_params(x, "x")  # NaN or inf, where concrete (points of any shape, as in sharded_kernel)
+    return KernelRows(x, kernel_fn, int(tile))
 
 
 # -- grids over the run axis ------------------------------------------------------------------------------
