@@ -24,13 +24,25 @@ def _reduce(per_sample, reduction: str):
     raise ValueError(f"unknown reduction {reduction!r}; choose one of {REDUCTIONS}")
 
 
+def _check_shapes(pred, y, what: str) -> None:
+    # (n, 1) against (n, k) would broadcast into a loss of the wrong problem without a word; shapes are static,
+    # so this holds under jit and vmap too
+    if jnp.shape(pred) != jnp.shape(y):
+        raise ValueError(f"{what}: the network's output has shape {jnp.shape(pred)} but the targets have shape "
+                         f"{jnp.shape(y)}; they must be equal (one output column per target column)")
+
+
 def squared_loss(pred, y, reduction: str = "sum"):
-    """1/2 sum_i ||f(x_i) - y_i||^2 (``"sum"``, the theory's convention) or its mean over samples."""
+    """1/2 sum_i ||f(x_i) - y_i||^2 (``"sum"``, the theory's convention) or its mean over samples; ``pred``
+    and ``y`` of equal shape (n, k)."""
+    _check_shapes(pred, y, "squared loss")
     return _reduce(0.5 * jnp.sum((pred - y) ** 2, axis=-1), reduction)
 
 
 def cross_entropy(logits, y_onehot, reduction: str = "mean"):
-    """-sum_k y_k log softmax(logits)_k per sample; mean over samples by default (as PyTorch's)."""
+    """-sum_k y_k log softmax(logits)_k per sample; mean over samples by default (as PyTorch's); ``logits``
+    and ``y_onehot`` of equal shape (n, classes)."""
+    _check_shapes(logits, y_onehot, "cross-entropy")
     return _reduce(-jnp.sum(y_onehot * jax.nn.log_softmax(logits, axis=-1), axis=-1), reduction)
 
 

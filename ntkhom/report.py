@@ -164,9 +164,18 @@ def check_writable(path: str | Path, argument: str = "--out") -> Path:
     parent = path
     while not parent.exists():
         parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+    if not parent.is_dir():
+        raise RunFolderError(f"{argument} {path}: {parent} is a file, not a folder")
+    # os.access says yes to root everywhere (also in /proc and /sys): RunFolder still reports a failed mkdir
+    if not os.access(parent, os.W_OK | os.X_OK):
         raise RunFolderError(f"{argument} {path}: {parent} is not writable")
     return path
+
+
+def _os_reason(error: OSError) -> str:
+    """``error`` as "reason (file)", without the errno prefix Python puts in front."""
+    reason = error.strerror or str(error)
+    return f"{reason} ({error.filename})" if error.filename else reason
 
 
 class RunFolder:
@@ -200,21 +209,26 @@ class RunFolder:
                 self._resume(previous)
             self.record = {"status": "running", "settings": self.settings}
             return
-        previous = self._existing()
-        if previous is not None and mode == "new":
-            raise RunFolderError(f"--out {self.path} is not empty; pass --overwrite to clear it or --resume to "
-                                 "continue the run it holds")
-        if previous is not None and mode == "overwrite":
-            self._clear()
-        if previous is not None and mode == "resume":
-            self._resume(previous)
-        self.path.mkdir(parents=True, exist_ok=True)
-        self.record = {"status": "running", "error": None, "command": command or " ".join(["ntkhom", *sys.argv[1:]]),
-                       "settings": self.settings, "environment": environment(),
-                       "started": _now(), "finished": None, "resumed_units": 0, "computed_units": 0}
-        if mode == "resume" and previous is not None:
-            self.record["resumed_units"] = len(self._units)
-        self.write_json("run.json", self.record)
+        try:  # what check_writable cannot foresee (a path in /proc, a read-only mount, root's os.access)
+            previous = self._existing()
+            if previous is not None and mode == "new":
+                raise RunFolderError(f"--out {self.path} is not empty; pass --overwrite to clear it or --resume "
+                                     "to continue the run it holds")
+            if previous is not None and mode == "overwrite":
+                self._clear()
+            if previous is not None and mode == "resume":
+                self._resume(previous)
+            self.path.mkdir(parents=True, exist_ok=True)
+            self.record = {"status": "running", "error": None,
+                           "command": command or " ".join(["ntkhom", *sys.argv[1:]]),
+                           "settings": self.settings, "environment": environment(),
+                           "started": _now(), "finished": None, "resumed_units": 0, "computed_units": 0}
+            if mode == "resume" and previous is not None:
+                self.record["resumed_units"] = len(self._units)
+            self.write_json("run.json", self.record)
+        except OSError as error:
+            raise RunFolderError(f"--out {self.path}: cannot create or write the run folder: "
+                                 f"{_os_reason(error)}") from error
 
     # -- modes ------------------------------------------------------------------------------------------
     def _existing(self) -> dict | None:

@@ -64,16 +64,18 @@ AM_CG_MAXITER = 100
 
 @dataclasses.dataclass(frozen=True)
 class Budget:
-    """Iterations per method family and the recording interval."""
+    """Iterations per method family, the recording interval, and whether GD/SGD/Adam try only the middle
+    learning rate of their grids (the quick budget's shortcut)."""
 
     am: int
     split: int
     gradient: int
     records: int = 40
+    one_learning_rate: bool = False
 
 
 DEFAULT_BUDGET = Budget(am=30, split=200, gradient=1500, records=30)
-QUICK_BUDGET = Budget(am=6, split=20, gradient=100, records=5)
+QUICK_BUDGET = Budget(am=6, split=20, gradient=100, records=5, one_learning_rate=True)
 
 
 @dataclasses.dataclass
@@ -131,8 +133,7 @@ def methods_for(names, model: HomotopyMLP, data, budget: Budget, tiam_grid=None)
     n, k = data.y.shape
     per_sum = lambda loss: 2.0 * np.asarray(loss) / (n * k)  # noqa: E731  1/2 sum -> MSE
     per_mean = lambda loss: 2.0 * np.asarray(loss) / k  # noqa: E731  1/2 mean_i sum_k -> MSE
-    # the quick budget tries only the middle learning rate of each grid
-    rates = {key: grid[1:2] if budget is QUICK_BUDGET else grid for key, grid in LEARNING_RATES.items()}
+    rates = {key: grid[1:2] if budget.one_learning_rate else grid for key, grid in LEARNING_RATES.items()}
     out = []
     for name in names:
         if name == "analytic-am":
@@ -298,10 +299,9 @@ def plot_dataset(folder: RunFolder, dataset: str, task: str, methods, curves, be
 
 
 def budget_of(settings: dict[str, Any]) -> Budget:
-    """The iteration budget of validated settings."""
-    if settings["quick"]:
-        return QUICK_BUDGET
-    return Budget(am=settings["am_iterations"], split=settings["split_iterations"], gradient=settings["gradient_steps"])
+    """The iteration budget of validated settings (iteration counts as given, or as --quick filled them in)."""
+    return dataclasses.replace(QUICK_BUDGET if settings["quick"] else DEFAULT_BUDGET, am=settings["am_iterations"],
+                               split=settings["split_iterations"], gradient=settings["gradient_steps"])
 
 
 def compute_methods(settings: dict[str, Any], folder: RunFolder, methods: list[str], *, quiet: bool = False,
@@ -345,31 +345,46 @@ def collect(settings: dict[str, Any], folder: RunFolder, methods: list[str]):
     return curves, runs, tables, best_setting(runs)
 
 
+#: Values of the options --quick shrinks, without and with --quick; an option given explicitly keeps its value.
+DEFAULTS = dict(datasets=list(DATASETS), seeds=2, width=32, max_samples=None, am_iterations=DEFAULT_BUDGET.am,
+                split_iterations=DEFAULT_BUDGET.split, gradient_steps=DEFAULT_BUDGET.gradient)
+QUICK = dict(datasets=["wine"], seeds=1, width=16, max_samples=120, am_iterations=QUICK_BUDGET.am,
+             split_iterations=QUICK_BUDGET.split, gradient_steps=QUICK_BUDGET.gradient)
+
+
+def _default(name: str) -> str:
+    shown = lambda v: "every sample" if v is None else " ".join(map(str, v)) if isinstance(v, list) else str(v)  # noqa: E731
+    return f"default {shown(DEFAULTS[name])}; {shown(QUICK[name])} with --quick"
+
+
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--datasets", nargs="+", default=list(DATASETS), choices=DATASETS, help="datasets to use")
-    parser.add_argument("--seeds", type=positive_int, default=2, help="seeds per method and setting")
+    # None: not given, so --quick or the default fills it in (apply_quick)
+    parser.add_argument("--datasets", nargs="+", default=None, choices=DATASETS,
+                        help=f"datasets to use ({_default('datasets')})")
+    parser.add_argument("--seeds", type=positive_int, default=None,
+                        help=f"seeds per method and setting ({_default('seeds')})")
     add_seed(parser)
-    parser.add_argument("--width", type=positive_int, default=32, help="hidden units of the two-layer network")
-    parser.add_argument("--am-iterations", type=positive_int, default=DEFAULT_BUDGET.am,
-                        help="iterations of analytic AM")
-    parser.add_argument("--split-iterations", type=positive_int, default=DEFAULT_BUDGET.split,
-                        help="iterations of TIAM / iPALM / plain AM")
-    parser.add_argument("--gradient-steps", type=positive_int, default=DEFAULT_BUDGET.gradient,
-                        help="steps of GD, SGD and Adam")
+    parser.add_argument("--width", type=positive_int, default=None,
+                        help=f"hidden units of the two-layer network ({_default('width')})")
+    parser.add_argument("--am-iterations", type=positive_int, default=None,
+                        help=f"iterations of analytic AM ({_default('am_iterations')})")
+    parser.add_argument("--split-iterations", type=positive_int, default=None,
+                        help=f"iterations of TIAM / iPALM / plain AM ({_default('split_iterations')})")
+    parser.add_argument("--gradient-steps", type=positive_int, default=None,
+                        help=f"steps of GD, SGD and Adam ({_default('gradient_steps')})")
     parser.add_argument("--max-samples", type=positive_int, default=None,
-                        help="subsample each dataset to this size (default: every sample)")
+                        help=f"subsample each dataset to this size ({_default('max_samples')})")
     parser.add_argument("--quick", action="store_true",
-                        help="a ~30 s smoke run: wine only, 1 seed, few iterations, width 16, one learning rate; "
-                             "verdicts are indicative")
+                        help="a ~30 s smoke run: wine only, 1 seed, few iterations, width 16, one learning rate "
+                             "(options given explicitly keep their values); verdicts are indicative")
 
 
 def apply_quick(args) -> None:
-    """Shrink the run for ``--quick`` and validate the sizes (a clear error before any work)."""
-    if args.quick:
-        args.datasets = ["wine"]
-        args.seeds = 1
-        args.width = 16
-        args.max_samples = 120
+    """Fill in the options not given (from --quick's values or the defaults) and validate the sizes (a clear
+    error before any work)."""
+    for name, value in (QUICK if args.quick else DEFAULTS).items():
+        if getattr(args, name) is None:
+            setattr(args, name, value)
     for name in ("seeds", "width", "am_iterations", "split_iterations", "gradient_steps"):
         if getattr(args, name) < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")

@@ -57,40 +57,74 @@ REFERENCE_PATHCOND = (0.2444, 0.1656, 0.0624, 0.0238, 0.0133, 0.0087)
 REFERENCE_NONE = (0.3838, 0.2146, 0.1459, 0.0638, 0.0263, 0.0149)
 
 
+#: Values of the options --quick shrinks, without and with --quick; an option given explicitly keeps its value.
+DEFAULTS = dict(seeds=5, epochs=3000, width=64, s_values=[0.5, 1.0, 1.5, 2.0], two_layer_width=64, ntk_points=128,
+                record_every=25)
+QUICK = dict(seeds=2, epochs=200, width=32, s_values=[0.5, 2.0], two_layer_width=32, ntk_points=48, record_every=10)
+
+
+def _default(name: str) -> str:
+    shown = lambda v: " ".join(map(str, v)) if isinstance(v, list) else str(v)  # noqa: E731
+    return f"default {shown(DEFAULTS[name])}; {shown(QUICK[name])} with --quick"
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--seeds", type=positive_int, default=5, help="initialisation seeds per method")
+    # None: not given, so --quick or the default fills it in (settings)
+    parser.add_argument("--seeds", type=positive_int, default=None,
+                        help=f"initialisation seeds per method ({_default('seeds')})")
     add_seed(parser)
-    parser.add_argument("--epochs", type=positive_int, default=3000, help="full-batch gradient steps")
+    parser.add_argument("--epochs", type=positive_int, default=None,
+                        help=f"full-batch gradient steps ({_default('epochs')})")
     parser.add_argument("--lr", type=positive_float, default=1e-2,
                         help="learning rate of the reference MLP (standard param.)")
-    parser.add_argument("--width", type=positive_int, default=64, help="hidden width of the reference MLP")
+    parser.add_argument("--width", type=positive_int, default=None,
+                        help=f"hidden width of the reference MLP ({_default('width')})")
     parser.add_argument("--depth", type=positive_int, default=4, help="hidden layers of the reference MLP")
     parser.add_argument("--data-seed", type=nonnegative_int, default=0,
                         help="seed of make_moons and of the 70/30 split")
-    parser.add_argument("--s-values", type=float, nargs="+", default=[0.5, 1.0, 1.5, 2.0],
-                        help="homotopy parameters of part B")
-    parser.add_argument("--two-layer-width", type=positive_int, default=64, help="hidden width of part B")
+    parser.add_argument("--s-values", type=float, nargs="+", default=None,
+                        help=f"homotopy parameters of part B ({_default('s_values')})")
+    parser.add_argument("--two-layer-width", type=positive_int, default=None,
+                        help=f"hidden width of part B ({_default('two_layer_width')})")
     parser.add_argument("--two-layer-lr", type=positive_float, default=1.0, help="learning rate of part B (NTK param.)")
-    parser.add_argument("--ntk-points", type=positive_int, default=128, help="training points for the empirical NTK")
-    parser.add_argument("--record-every", type=positive_int, default=25,
-                        help="record the loss every this many epochs")
+    parser.add_argument("--ntk-points", type=positive_int, default=None,
+                        help=f"training points for the empirical NTK ({_default('ntk_points')})")
+    parser.add_argument("--record-every", type=positive_int, default=None,
+                        help=f"record the loss every this many epochs ({_default('record_every')})")
     parser.add_argument("--quick", action="store_true",
-                        help="a ~30 s smoke run: 2 seeds, 200 epochs, width 32, 2 values of s, 48 NTK points; "
-                             "verdicts are indicative")
+                        help="a ~30 s smoke run: 2 seeds, 200 epochs, width 32, 2 values of s, 48 NTK points "
+                             "(options given explicitly keep their values); verdicts are indicative")
+
+
+def _check_s_values(values) -> list[float]:
+    """Part B's values of s: finite (``check_s``, which warns outside [0, 2]) and representable in float32,
+    the precision part B trains in (s = 1e300 would become inf there and fail only after part A's training)."""
+    from ntkhom.activations import check_s
+
+    limit = float(np.finfo(np.float32).max)
+    for value in values:
+        if math.isfinite(value) and abs(value) > limit:  # NaN and inf: check_s's message
+            raise ValueError(f"--s-values: {value:g} is beyond float32's range (|s| <= {limit:.3g}), in which "
+                             "part B trains")
+        try:
+            check_s(value)
+        except ValueError as error:
+            raise ValueError(f"--s-values: {error}") from None
+    return [float(v) for v in values]
 
 
 def _settings(args) -> dict:
     settings = {k: v for k, v in vars(args).items()
                 if not k.startswith("_") and k not in ("out", "quiet", "overwrite", "resume", "command", "experiment")}
-    if args.quick:
-        settings.update(seeds=2, epochs=200, width=32, s_values=[0.5, 2.0], two_layer_width=32, ntk_points=48,
-                        record_every=10)
+    fill = QUICK if args.quick else DEFAULTS
+    settings.update({name: value for name, value in fill.items() if settings.get(name) is None})
     for name in ("seeds", "epochs", "width", "depth", "two_layer_width", "ntk_points", "record_every"):
         if int(settings[name]) != settings[name] or settings[name] < 1:
             raise ValueError(f"--{name.replace('_', '-')} must be a positive integer, got {settings[name]}")
     for name in ("lr", "two_layer_lr"):
         if not (math.isfinite(settings[name]) and settings[name] > 0):
             raise ValueError(f"--{name.replace('_', '-')} must be a positive finite number, got {settings[name]}")
+    settings["s_values"] = _check_s_values(settings["s_values"])
     return settings
 
 
@@ -373,13 +407,20 @@ def _ntk_summary(rows, early, epochs):
     return out
 
 
-def _wins(result, labels, epoch, method, against, s=None) -> tuple[int, int]:
-    """Seeds (paired by seed, same s) where ``method`` reached a lower loss than ``against`` at ``epoch``."""
+def _wins(result, labels, epoch, method, against, s=None) -> tuple[int, int, int]:
+    """Seeds (paired by seed, same s) where ``method`` reached a lower loss than ``against`` at ``epoch``, the
+    pairs compared, and the pairs left out because a run had stopped before ``epoch`` (its loss diverged or
+    became non-finite: the record holds NaN there, which is no measurement of speed)."""
     values = _loss_at(result, epoch)
     index = {label: b for b, label in enumerate(labels)}
     pairs = [(index[label], index[(against, label[1], label[2])]) for label in labels
              if label[0] == method and (s is None or label[2] == s)]
-    return sum(values[a] < values[b] for a, b in pairs), len(pairs)
+    measured = [(a, b) for a, b in pairs if np.isfinite(values[a]) and np.isfinite(values[b])]
+    return sum(values[a] < values[b] for a, b in measured), len(measured), len(pairs) - len(measured)
+
+
+def _diverged_note(count: int) -> str:
+    return f" ({count} pair(s) left out: a run diverged)" if count else ""
 
 
 def _claims(settings, result, labels, result_b, labels_b, ntk_a, ntk_b, output_change, checkpoints,
@@ -394,9 +435,9 @@ def _claims(settings, result, labels, result_b, labels_b, ntk_a, ntk_b, output_c
     for method, against in (("pathcond", "none"), ("pathcond", "enorm"), ("enorm", "none")):
         cells, total_wins, total = [], 0, 0
         for epoch in checkpoints:
-            wins, n = _wins(result, labels, epoch, method, against)
+            wins, n, diverged = _wins(result, labels, epoch, method, against)
             total_wins, total = total_wins + wins, total + n
-            cells.append(f"{epoch}: {wins}/{n}")
+            cells.append(f"{epoch}: {wins}/{n}" + _diverged_note(diverged))
         rows.append({
             "claim": f"{method} trains faster than {against} (reference MLP, lower train loss at equal epochs)",
             "measured": "seeds where it is lower, by epoch: " + ", ".join(cells),
@@ -411,7 +452,9 @@ def _claims(settings, result, labels, result_b, labels_b, ntk_a, ntk_b, output_c
             "claim": "reference notebook (1 seed): PathCond/none loss ratio at epochs 500..3000 = "
                      + ", ".join(f"{r:.2f}" for r in ratio_ref),
             "measured": "mean-loss ratio over seeds: " + ", ".join(f"{r:.2f}" for r in ratio_ours),
-            "verdict": verdict(True if all(r < 1 for r in ratio_ours) else
+            # a NaN ratio is a run that diverged before that epoch: nothing measured there
+            "verdict": verdict(None if not all(map(math.isfinite, ratio_ours)) else
+                               True if all(r < 1 for r in ratio_ours) else
                                (None if any(r < 1 for r in ratio_ours) else False), indicative=quick),
         })
     for name, rows_ntk in (("reference MLP", ntk_a), ("two-layer homotopy", ntk_b)):
@@ -436,11 +479,12 @@ def _claims(settings, result, labels, result_b, labels_b, ntk_a, ntk_b, output_c
             "verdict": verdict(True if best >= 0.7 else (False if best < 0.4 else None), indicative=quick),
         })
     for s in sorted({label[2] for label in labels_b or []}):
-        wins, n = _wins(result_b, labels_b, epochs, "pathcond", "none", s)
-        wins_e, n_e = _wins(result_b, labels_b, epochs, "pathcond", "enorm", s)
+        wins, n, diverged = _wins(result_b, labels_b, epochs, "pathcond", "none", s)
+        wins_e, n_e, diverged_e = _wins(result_b, labels_b, epochs, "pathcond", "enorm", s)
         rows.append({
             "claim": f"two-layer homotopy network, s = {s:g}: PathCond trains faster than none / ENorm",
-            "measured": f"seeds with lower loss at epoch {epochs}: {wins}/{n} vs none, {wins_e}/{n_e} vs ENorm",
+            "measured": f"seeds with lower loss at epoch {epochs}: {wins}/{n} vs none{_diverged_note(diverged)}, "
+                        f"{wins_e}/{n_e} vs ENorm{_diverged_note(diverged_e)}",
             "verdict": from_fraction(wins, n, indicative=quick),
         })
     return rows

@@ -9,7 +9,9 @@ It feeds the batches in one of three ways:
   b = n the minibatch is the full batch, row for row. Records evaluate the loss on all of ``data``;
 * a stream: ``data`` is a Python iterator of batches (data that do not fit in memory); the driver pulls the
   batches of a chunk, stacks them and scans over them. Records evaluate the loss on ``eval_data`` if given,
-  else on the last batch of the record. A run whose iterator runs out stops with ``"data_exhausted"``.
+  else on the last batch of the record. A run whose iterator runs out stops with ``"data_exhausted"``; every
+  batch is checked on the host as it is pulled, and a run stops before a batch with NaN or inf
+  (``"bad_batch"``).
  The iterations are
 grouped into *records* of ``record_every`` steps (an inner ``lax.scan``); after each record the loss and
 metrics are evaluated and kept. Records are grouped into *chunks* (an outer ``lax.scan``) that are compiled
@@ -20,10 +22,12 @@ Stops (``RunResult.stop_reason``), checked after every record inside the compile
 
 * ``"steps"``: all iterations done;
 * ``"target_loss"``: the loss reached ``target_loss`` (params are those at that record);
-* ``"nonfinite"``: the loss became NaN or inf;
+* ``"nonfinite"``: the loss became NaN or inf (the message says so when the solver's ``state.s`` turned
+  non-finite in that record: a schedule of s returned NaN or inf, not a step size too large);
 * ``"diverged"``: the loss exceeded ``divergence_factor`` times the initial loss;
 * ``"interrupted"``: KeyboardInterrupt; the chunks that finished are kept;
-* ``"data_exhausted"``: a stream of batches ended before ``steps``.
+* ``"data_exhausted"``: a stream of batches ended before ``steps``;
+* ``"bad_batch"``: a streamed batch held NaN or inf; the steps before it are kept.
 
 On ``"nonfinite"`` and ``"diverged"`` the returned params and state are the last ones whose loss was finite
 and recorded (the previous record), the history stops there, and the offending loss value is reported in
@@ -79,7 +83,7 @@ def clear_stop() -> None:
     _STOP.clear()
 
 # Codes used inside compiled code; index = code.
-STOP_REASONS = ("steps", "nonfinite", "diverged", "target_loss", "interrupted", "data_exhausted")
+STOP_REASONS = ("steps", "nonfinite", "diverged", "target_loss", "interrupted", "data_exhausted", "bad_batch")
 _RUNNING, _NONFINITE, _DIVERGED, _TARGET = 0, 1, 2, 3
 
 _MESSAGES = {
@@ -87,11 +91,16 @@ _MESSAGES = {
     "target_loss": "reached the target loss {target:.3g} after {stop_step} steps",
     "nonfinite": "the loss became non-finite ({value}) within steps {stop_step}..{bad_step}; params are "
     "those at step {stop_step}, the last finite record (step size too large? try <= 2 / lambda_max)",
+    "nonfinite_s": "the loss became non-finite ({value}) within steps {stop_step}..{bad_step} because the solver "
+    "set the homotopy parameter s to NaN or inf after {s_step} steps (does the schedule of s return a non-finite "
+    "value there?); params are those at step {stop_step}, the last finite record",
     "diverged": "the loss grew past {factor:g} x its initial value ({value:.3g}) within steps "
     "{stop_step}..{bad_step}; params are those at step {stop_step} (step size too large? try "
     "<= 2 / lambda_max)",
     "interrupted": "interrupted by the user after {stop_step} steps; finished chunks are kept",
     "data_exhausted": "the data iterator ran out after {stop_step} of {steps} steps",
+    "bad_batch": "batch {bad_batch} of the data stream (counting from 0) has NaN or inf values; the run stopped "
+    "before it, after {stop_step} of {steps} steps",
 }
 
 
@@ -230,6 +239,20 @@ def _one_step(solver: Solver, batch_size, params, state, data):
     return solver.step(params, state, data)
 
 
+def _s_finite(state) -> jax.Array:
+    """Whether ``state.s`` is finite (True for a state without the common fields). A network without s keeps
+    NaN there throughout, so only a change from finite to not is news."""
+    if "s" not in getattr(state, "_fields", ()):
+        return jnp.asarray(True)
+    return jnp.all(jnp.isfinite(state.s))
+
+
+def _traced_step(solver: Solver, batch_size, carry, data):
+    """:func:`_one_step` on ``carry = (params, state)``, and whether ``state.s`` is non-finite after it."""
+    params, state = _one_step(solver, batch_size, *carry, data)
+    return (params, state), ~_s_finite(state)
+
+
 def _chunk_single(solver: Solver, n_records: int, block: int, batch_size, streamed: bool, carry, limits, data,
                   eval_data):
     """``n_records`` records of ``block`` steps each, for one run. Returns (carry, records).
@@ -238,16 +261,17 @@ def _chunk_single(solver: Solver, n_records: int, block: int, batch_size, stream
     target, factor = limits
 
     def one_record(carry, record_data):
-        params, state, step, code, initial, bad_value = carry
+        params, state, step, code, initial, bad_value, s_broke = carry
         stopped = code != _RUNNING
 
         def advance(ps):
             if streamed:
-                return jax.lax.scan(lambda c, b: (_one_step(solver, None, *c, b), None), ps, record_data)[0]
-            return jax.lax.scan(lambda c, _: (_one_step(solver, batch_size, *c, data), None), ps, None,
-                                length=block)[0]
+                return jax.lax.scan(lambda c, b: _traced_step(solver, None, c, b), ps, record_data)
+            return jax.lax.scan(lambda c, _: _traced_step(solver, batch_size, c, data), ps, None, length=block)
 
-        new_params, new_state = jax.lax.cond(stopped, lambda ps: ps, advance, (params, state))
+        # s_bad[j]: state.s non-finite after step j of this record (one isfinite per step, for the message)
+        (new_params, new_state), s_bad = jax.lax.cond(
+            stopped, lambda ps: (ps, jnp.zeros(block, bool)), advance, (params, state))
         if streamed:
             batch = jax.tree.map(lambda leaf: leaf[-1], record_data) if eval_data is None else eval_data
         else:
@@ -267,8 +291,11 @@ def _chunk_single(solver: Solver, n_records: int, block: int, batch_size, stream
         step_out = jnp.where(keep_old, step, step + block)
         code_out = jnp.where(stopped, code, new_code)
         bad_out = jnp.where(~stopped & bad, loss, bad_value)
+        # steps done when s turned non-finite, if it did in the record whose loss then did too
+        s_turned = nonfinite & _s_finite(state) & jnp.any(s_bad)
+        s_broke_out = jnp.where(~stopped & s_turned, step + jnp.argmax(s_bad).astype(step.dtype) + 1, s_broke)
         record = (loss, metrics, ~keep_old)
-        return (params_out, state_out, step_out, code_out, initial, bad_out), record
+        return (params_out, state_out, step_out, code_out, initial, bad_out, s_broke_out), record
 
     return jax.lax.scan(one_record, carry, data if streamed else None, length=n_records)
 
@@ -331,6 +358,32 @@ def _plan(steps: int, record_every: int, chunk: int) -> list[tuple[int, int]]:
 
 def _is_stream(data) -> bool:
     return isinstance(data, Iterator)
+
+
+def _finite_batch(batch) -> bool:
+    return all(np.all(np.isfinite(np.asarray(leaf))) for leaf in jax.tree.leaves(batch))
+
+
+class _CheckedStream:
+    """A stream of batches checked on the host as they are pulled: it ends before the first batch with NaN or
+    inf and keeps its index in ``bad``, so the run stops there with the steps it took, and says why (fed to
+    the compiled loop, such a batch would surface as a non-finite loss blamed on the step size)."""
+
+    def __init__(self, stream):
+        self.stream, self.count, self.bad = stream, 0, None
+
+    def __iter__(self):
+        return self
+
+    def __next__(self):
+        if self.bad is not None:
+            raise StopIteration
+        batch = next(self.stream)
+        if not _finite_batch(batch):
+            self.bad = self.count
+            raise StopIteration
+        self.count += 1
+        return batch
 
 
 def _sample_count(data, data_axis) -> int:
@@ -408,7 +461,10 @@ def _drive(solver, params, data, state, *, steps, record_every, chunk, target_lo
     start = time.perf_counter()
     pending = None  # a streamed batch taken for the initial loss, used by the first step
     if streamed:
+        data = _CheckedStream(data)
         first, got = _take_batches(data, 1, None)
+        if got == 0 and data.bad is not None:
+            raise ValueError("batch 0 of the data stream has NaN or inf values")
         if got == 0:
             raise ValueError("the data iterator yielded no batch")
         pending = jax.tree.map(lambda leaf: leaf[0], first)
@@ -431,7 +487,7 @@ def _drive(solver, params, data, state, *, steps, record_every, chunk, target_lo
     initial = np.maximum(loss0, np.finfo(dtype).tiny)
     code0 = np.where(loss0 <= target, _TARGET, _RUNNING).astype(np.int32)
     carry = (params, state, jnp.zeros(shape, jnp.int32), jnp.asarray(code0), jnp.asarray(initial),
-             jnp.full(shape, jnp.nan, dtype))
+             jnp.full(shape, jnp.nan, dtype), jnp.full(shape, -1, jnp.int32))
     limits = (jnp.asarray(target, dtype), jnp.asarray(factor, dtype))
 
     record_steps = [np.zeros((), np.int64)]
@@ -486,7 +542,7 @@ def _drive(solver, params, data, state, *, steps, record_every, chunk, target_lo
         report(True)
     wall = time.perf_counter() - start
 
-    params, state, step_arr, code_arr, _, bad_arr = carry
+    params, state, step_arr, code_arr, _, bad_arr, s_broke_arr = carry
     # the record axis is last: (R,) for one run, (B, R) for a batch
     steps_all = np.concatenate([np.atleast_1d(s) for s in record_steps])
     loss_all = np.concatenate([losses[0][..., None]] + losses[1:], axis=-1)
@@ -498,19 +554,22 @@ def _drive(solver, params, data, state, *, steps, record_every, chunk, target_lo
     codes = np.atleast_1d(np.asarray(code_arr))
     stop_steps = np.atleast_1d(np.asarray(step_arr))
     bad_values = np.atleast_1d(np.asarray(bad_arr))
+    s_broke_steps = np.atleast_1d(np.asarray(s_broke_arr))
+    bad_batch = data.bad if streamed else None
     reasons, messages = [], []
-    for code, stop_step, bad_value in zip(codes, stop_steps, bad_values, strict=True):
+    for code, stop_step, bad_value, s_step in zip(codes, stop_steps, bad_values, s_broke_steps, strict=True):
         if code != _RUNNING:
             reason = STOP_REASONS[int(code)]
         elif interrupted:
             reason = "interrupted"
         elif exhausted or stop_step < steps:
-            reason = "data_exhausted" if streamed else "interrupted"
+            reason = ("data_exhausted" if bad_batch is None else "bad_batch") if streamed else "interrupted"
         else:
             reason = "steps"
-        messages.append(_MESSAGES[reason].format(
+        message = "nonfinite_s" if reason == "nonfinite" and s_step >= 0 else reason
+        messages.append(_MESSAGES[message].format(
             steps=steps, target=target, stop_step=int(stop_step), value=float(bad_value), factor=factor,
-            bad_step=f"{int(stop_step) + record_every}",
+            bad_step=f"{int(stop_step) + record_every}", s_step=int(s_step), bad_batch=bad_batch,
         ))
         reasons.append(reason)
     return dict(params=params, state=state, steps=steps_all, loss=loss_all, valid=valid_all,
@@ -570,6 +629,8 @@ def run(
             if got == 0:
                 raise ValueError("the data iterator yielded no batch")
             first = jax.tree.map(lambda leaf: leaf[0], first)
+            if not _finite_batch(first):  # before solver.init, which may not check values
+                raise ValueError("batch 0 of the data stream has NaN or inf values")
             data = _prepend(first, data)
             state = solver.init(params, first)
         else:

@@ -46,7 +46,7 @@ from ntkhom.models import HomotopyMLP
 from ntkhom.solvers.base import Solver, default_key, dtype_of, is_concrete
 
 __all__ = ["GradientSolver", "GradientState", "gradient_solver", "optimizer_by_name", "OPTIMIZERS",
-           "GRADIENTS", "check_learning_rate", "two_layer_gradient", "analytic_gradient_problem"]
+           "GRADIENTS", "check_learning_rate", "check_output_shape", "two_layer_gradient", "analytic_gradient_problem"]
 
 OPTIMIZERS = ("gd", "momentum", "nesterov", "adam")
 GRADIENTS = ("auto", "analytic", "autodiff")
@@ -155,6 +155,16 @@ def check_problem(model: HomotopyMLP | None, params, batch, loss: str = "squared
     return x, y
 
 
+def check_output_shape(network: networks.Network, params, x, y, s) -> None:
+    """The network's output shape on ``x`` against the targets' ``y`` (n, k), from ``jax.eval_shape`` (nothing
+    is computed). Needed for networks ntkhom did not build (a function, a stax triple, a Flax module): their
+    output width is not known before they run, and an (n, 1) output against (n, k) targets would broadcast."""
+    out = jax.eval_shape(lambda p, inputs: network.apply(p, inputs, s if network.accepts_s else None), params, x)
+    if out.shape != jnp.shape(y):
+        raise ValueError(f"the network's output has shape {out.shape} on x {jnp.shape(x)}, but the targets y have "
+                         f"shape {jnp.shape(y)}: it needs one output column per target column")
+
+
 def analytic_gradient_problem(model: HomotopyMLP, loss: str) -> str:
     """Why the closed-form gradient does not apply ("" when it does)."""
     if loss != "squared":
@@ -260,7 +270,9 @@ class GradientSolver(Solver):
         return jax.grad(lambda t: self.objective(networks.combine(t, frozen), batch, s))(trainable)
 
     def init(self, params, batch) -> GradientState:
-        check_problem(self.model, params, batch, self.loss_name)
+        x, y = check_problem(self.model, params, batch, self.loss_name)
+        if self.model is None:  # a HomotopyMLP's out_dim was checked; other networks show theirs when traced
+            check_output_shape(self.network, params, x, y, self.s)
         dtype = dtype_of(params)
         opt_state = self.optimizer.init(self.split(params)[0])
         injected = _injected_learning_rate(opt_state)
