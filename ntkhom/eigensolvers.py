@@ -52,7 +52,7 @@ import numpy as np
 import scipy.linalg
 from matfree import decomp
 
-from ntkhom.operators import as_operator, is_operator
+from ntkhom.operators import as_operator, is_path_operator
 from ntkhom.spectrum import numerical_floor, refuse_traced
 
 __all__ = [
@@ -967,7 +967,7 @@ def lambda_min_path(operator, s_values, *, k: int = 1, key=None, tol: float = DE
                     rank: int | None = None, **options) -> list[EigenResult]:
     """lambda_min (k smallest) of ``operator.at(s)`` for each s, each solve started from the vectors of the
     previous s (and the preconditioner rebuilt at each s, cheap next to the products)."""
-    if not (is_operator(operator) and callable(getattr(operator, "at", None))):  # a JAX array's .at is no path
+    if not is_path_operator(operator):
         raise TypeError(f"lambda_min_path needs a kernel-path operator with at(s) (ntkhom.operators: two-layer or "
                         f"infinite-width operators), got {type(operator).__name__}; for dense matrices along s use "
                         "ntkhom.eigenpath.lambda_min_path")
