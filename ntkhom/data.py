@@ -158,21 +158,42 @@ def is_whole(value, minimum: int = 1) -> bool:
     return bool(whole) and value >= minimum
 
 
-def _check_size(n: int, d: int) -> None:
+def _check_size(n: int, d: int) -> tuple[int, int]:
+    """(n, d) as Python ints (JAX takes no float in a shape), or a ValueError when they are not whole >= 1."""
     if not (is_whole(n) and is_whole(d)):
         raise ValueError(f"need whole numbers n >= 1 and d >= 1, got n = {n}, d = {d}")
+    return int(n), int(d)
+
+
+def _check_fits(what: str, shape: tuple[int, ...], dtype, copies: int) -> None:
+    """Raise :class:`ntkhom.memory.MemoryLimitError` (one line, with the size and the shape) before a generator
+    allocates ``copies`` arrays of ``shape`` that the available memory cannot hold: an allocation that large
+    otherwise kills the process or aborts XLA."""
+    from ntkhom.memory import array_bytes, check_memory
+
+    dtype = jnp.dtype(_dtype(dtype))
+    shape = tuple(shape)
+    check_memory(array_bytes(shape, copies=copies, itemsize=dtype.itemsize),
+                 f"{what} of shape {shape} ({dtype.name}, {copies} such arrays at its peak)",
+                 alternative="use a smaller n or d")
 
 
 def sphere(key, n: int, d: int, *, dtype=None) -> jax.Array:
-    """n points uniform on the unit sphere S^{d-1}, shape (n, d); ``dtype`` defaults to JAX's float."""
-    _check_size(n, d)
+    """n points uniform on the unit sphere S^{d-1}, shape (n, d); ``dtype`` defaults to JAX's float.
+
+    Raises :class:`ntkhom.memory.MemoryLimitError` before allocating when the available memory cannot hold
+    them (as do :func:`circle` and :func:`gaussian_clusters`)."""
+    n, d = _check_size(n, d)
+    _check_fits("sphere", (n, d), dtype, copies=2)  # the normal draw and its normalized copy
     x = jax.random.normal(key, (n, d), _dtype(dtype))
     return x / jnp.linalg.norm(x, axis=1, keepdims=True)
 
 
 def circle(key, n: int, random_angles: bool = True, *, dtype=None) -> jax.Array:
     """The circle embedding (cos t, sin t, 1) / sqrt 2 (unit norm, d = 3); t uniform or evenly spaced."""
-    _check_size(n, 3)
+    n, _ = _check_size(n, 3)
+    # t, its cosine, sine and ones (n each) beside the stacked (n, 3) array, then the stack and the result
+    _check_fits("circle", (n, 3), dtype, copies=3)
     if random_angles:
         t = jax.random.uniform(key, (n,), _dtype(dtype), 0.0, 2 * math.pi)
     else:
@@ -182,11 +203,12 @@ def circle(key, n: int, random_angles: bool = True, *, dtype=None) -> jax.Array:
 
 def gaussian_clusters(key, n: int, d: int, clusters: int = 4, spread: float = 0.3, *, dtype=None):
     """n points from ``clusters`` Gaussian blobs with centres on the unit sphere; returns (x, labels)."""
-    _check_size(n, d)
+    n, d = _check_size(n, d)
     if not is_whole(clusters):
         raise ValueError(f"clusters must be a whole number >= 1, got {clusters}")
     if not isinstance(spread, jax.core.Tracer) and not (math.isfinite(spread) and spread >= 0):
         raise ValueError(f"spread must be finite and >= 0, got {spread}")
+    _check_fits("gaussian_clusters", (n, d), dtype, copies=3)  # the centres of the points, the noise, the sum
     k_centre, k_label, k_noise = jax.random.split(key, 3)
     centres = sphere(k_centre, clusters, d, dtype=dtype)
     labels = jax.random.randint(k_label, (n,), 0, clusters)

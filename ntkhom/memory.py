@@ -7,11 +7,12 @@ out-of-memory error and returns that size, so a command can report it in one lin
 
 from __future__ import annotations
 
+import math
 import os
 import re
 
-__all__ = ["MemoryLimitError", "allocation_failure", "available_bytes", "check_memory", "format_bytes",
-           "kernel_bytes", "jacobian_bytes"]
+__all__ = ["MemoryLimitError", "allocation_failure", "array_bytes", "available_bytes", "check_memory",
+           "format_bytes", "kernel_bytes", "jacobian_bytes"]
 
 #: Share of the available memory a single computation may plan to use (the rest: XLA buffers, Python, BLAS).
 USABLE_FRACTION = 0.8
@@ -29,6 +30,11 @@ def format_bytes(nbytes: float) -> str:
             return f"{value:.3g} {unit}"
         value /= 1024
     return f"{value:.3g} TiB"  # pragma: no cover
+
+
+def array_bytes(shape, *, copies: int = 1, itemsize: int = 8) -> int:
+    """Bytes of ``copies`` arrays of ``shape`` with ``itemsize``-byte entries (8: float64)."""
+    return int(copies) * math.prod(int(size) for size in shape) * int(itemsize)
 
 
 def kernel_bytes(n: int, *, matrices: int = 1, itemsize: int = 8) -> int:

@@ -105,6 +105,7 @@ def settings(args) -> dict:
         if given and abs(snapped - value) > 1e-12:
             warn(f"--density-s {value:g} is not on the s grid; using the nearest grid value {snapped:g}")
         density_s.append(snapped)
+    scale.check_inputs_fit(args, n=args.n, d=args.d, widest=max(args.widths, default=0), depth=args.depth)
     dataset = load(args.dataset, n=args.n, d=args.d, normalization=args.normalization, seed=args.seed)
     choice = choose_path(args, dataset.n, dataset.d, _model(vars(args)))
     if getattr(args, "native", False):
@@ -142,8 +143,8 @@ def choose_path(args, n: int, d: int, model) -> scale.PathChoice:
     widest = max(args.widths, default=0)
     problem = matrix_free.unsupported(model, infinite=not args.no_infinite)
     return scale.choose_path(args, n=n, dense_bytes=scale.dense_spectrum_bytes(n, d, widest, args.depth),
-                             matrix_free_bytes=matrix_free.matrix_free_bytes(
-                                 n, d, widest, native=bool(getattr(args, "native", False))),
+                             matrix_free_bytes=scale.matrix_free_spectrum_bytes(
+                                 n, d, widest, args.depth, native=bool(getattr(args, "native", False))),
                              matrix_free_problem=problem)
 
 
