@@ -118,12 +118,15 @@ def as_phi(phi: str | Phi) -> Phi:
 
 
 def check_s(s) -> float:
-    """Validate a homotopy parameter: finite; outside [0, 2] warns (relaxation past |x| is allowed)."""
+    """Validate a homotopy parameter: a real number (a traced value passes unchecked), finite; outside
+    [0, 2] warns (relaxation past |x| is allowed). Returns it as a float, or the tracer as it is."""
+    if isinstance(s, jax.core.Tracer):  # nothing to check at trace time
+        return s
+    if isinstance(s, str | bytes):  # float("0.5") would parse it; a string is a caller's mistake here
+        raise TypeError(f"homotopy parameter s must be a real number, got {s!r}")
     try:
         s = float(s)
-    except TypeError as error:  # a traced value: nothing to check at trace time
-        if isinstance(s, jax.core.Tracer):
-            return s
+    except (TypeError, ValueError) as error:
         raise TypeError(f"homotopy parameter s must be a real number, got {type(s).__name__}") from error
     if not math.isfinite(s):
         raise ValueError(f"homotopy parameter s must be finite, got {s}")

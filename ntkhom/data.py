@@ -158,6 +158,22 @@ def is_whole(value, minimum: int = 1) -> bool:
     return bool(whole) and value >= minimum
 
 
+def real_number(value, name: str, *, error: type[Exception] = ValueError) -> float | None:
+    """A concrete real number as a float (None for a traced one, whose value is unknown), or a one-line
+    ``error`` naming ``name``. The one check behind every real-valued argument: a string is refused even
+    where float() would parse it (a caller's mistake, not a number), and NaN or inf pass for the caller's
+    own range check."""
+    if isinstance(value, jax.core.Tracer):
+        return None
+    try:
+        number = None if isinstance(value, str | bytes) else float(value)
+    except (TypeError, ValueError):
+        number = None
+    if number is None:
+        raise error(f"{name} must be a real number, got {value!r}")
+    return number
+
+
 def _check_size(n: int, d: int) -> tuple[int, int]:
     """(n, d) as Python ints (JAX takes no float in a shape), or a ValueError when they are not whole >= 1."""
     if not (is_whole(n) and is_whole(d)):

@@ -46,7 +46,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntkhom.activations import check_s
-from ntkhom.data import check_inputs
+from ntkhom.data import check_inputs, is_whole
 from ntkhom.models import HomotopyMLP, Params
 from ntkhom.networks import Network, as_network, check_applies, check_params, check_trained, combine
 
@@ -83,7 +83,13 @@ class KernelPath:
     K2: jax.Array
 
     def at(self, s) -> jax.Array:
-        """K(s); ``s`` may be a scalar or a 1-D array (then the result is stacked, (len(s), n1, n2))."""
+        """K(s); ``s`` may be a scalar or a 1-D array (then the result is stacked, (len(s), n1, n2)).
+
+        Concrete values of ``s`` go through :func:`ntkhom.activations.check_s` (NaN and inf are refused;
+        outside [0, 2] warns); traced ones are not checked."""
+        if not isinstance(s, jax.core.Tracer):  # a grid's min and max carry any NaN, inf or range warning
+            for end in (s,) if np.ndim(s) == 0 else (np.min(s), np.max(s)) if np.size(s) else ():
+                check_s(end)
         s = jnp.asarray(s, self.K0.dtype)
         if s.ndim == 0:
             return self.K0 + s * self.K1 + s**2 * self.K2
@@ -252,8 +258,8 @@ def empirical_ntk_batch(network, params_batch, x, *, s=None, trained=None) -> ja
 # -- finite width: structured two-layer kernel -------------------------------------------------------------
 def _block_width(n_rows: int, width: int, itemsize: int, block_width: int | None) -> int:
     if block_width is not None:
-        if block_width <= 0:
-            raise ValueError(f"block_width must be positive, got {block_width}")
+        if not is_whole(block_width):
+            raise ValueError(f"block_width must be positive (an integer >= 1), got {block_width!r}")
         return min(int(block_width), width)
     # Six (n x block) temporaries live at once (z, sigma and sigma' for both sides).
     fitting = max(128, DEFAULT_BLOCK_BYTES // max(1, 6 * n_rows * itemsize))
@@ -480,9 +486,9 @@ def _two_layer_assemble(model, params, x1, x2, s, degree, block_width, block_row
         # Whole words, and whole chunks of words once a block holds more than one.
         unit = _WORD_BITS * (_CHUNK_WORDS if block > _WORD_BITS * _CHUNK_WORDS else 1)
         block = unit * -(-block // unit)
+    if not (block_rows is None or is_whole(block_rows)):
+        raise ValueError(f"block_rows must be positive (an integer >= 1), got {block_rows!r}")
     rows = x1.shape[0] if block_rows is None else int(block_rows)
-    if rows <= 0:
-        raise ValueError(f"block_rows must be positive, got {block_rows}")
     s_value = jnp.asarray(0.0 if s is None else s, W.dtype)
     output_bias = "b" in params[1]
 

@@ -21,6 +21,7 @@ from typing import NamedTuple
 import jax
 import numpy as np
 
+from ntkhom.data import real_number
 from ntkhom.eigensolvers import _check_tolerance, _count, lanczos
 from ntkhom.operators import as_operator
 
@@ -129,7 +130,10 @@ def linearized_loss(K, r0, learning_rate, steps, *, tol: float = DEFAULT_TOLERAN
       steps: 1-D array of step counts t >= 0.
       tol: relative error estimate to reach; max_depth: largest Lanczos depth.
     """
-    eta = float(learning_rate)
+    if isinstance(learning_rate, jax.core.Tracer):
+        raise TypeError("learning_rate must be concrete: the Lanczos quadrature runs on the host (for a traced "
+                        "step size use ntkhom.theory.linearized_loss)")
+    eta = real_number(learning_rate, "learning_rate")
     if not (np.isfinite(eta) and eta > 0):
         raise ValueError(f"learning_rate must be a positive finite number, got {learning_rate}")
     t = _steps(steps, "steps", integer=True)

@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 
 from ntkhom.activations import Phi, as_phi, check_s, homotopy
-from ntkhom.data import check_inputs, is_whole
+from ntkhom.data import check_inputs, is_whole, real_number
 
 __all__ = ["HomotopyMLP", "two_layer", "mlp", "Params", "TRAINED_CHOICES"]
 
@@ -81,7 +81,7 @@ class HomotopyMLP:
             raise ValueError(f"unknown output_init={self.output_init!r}; choose one of {OUTPUT_INITS}")
         for name in ("first_W_std", "W_std", "b_std", "out_b_std"):
             value = getattr(self, name)
-            if value is not None and not (math.isfinite(value) and value > 0):
+            if value is not None and not (math.isfinite(real_number(value, name)) and value > 0):
                 raise ValueError(f"{name} must be a positive finite number or None, got {value}")
         object.__setattr__(self, "widths", tuple(int(w) for w in widths))
         object.__setattr__(self, "phi", as_phi(self.phi))

@@ -53,7 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntkhom.activations import check_s
-from ntkhom.data import check_inputs
+from ntkhom.data import check_inputs, is_whole
 from ntkhom.kernels import KernelPath
 from ntkhom.models import HomotopyMLP, Params
 from ntkhom.networks import check_applies, check_params, check_trained
@@ -181,8 +181,8 @@ def _accelerator_budget() -> int | None:
 def _rows_per_block(n_other: int, itemsize: int, block_rows: int | None, temporaries: int,
                     budget: int = OPERATOR_BLOCK_BYTES) -> int:
     if block_rows is not None:
-        if int(block_rows) <= 0:
-            raise ValueError(f"block_rows must be positive, got {block_rows}")
+        if not is_whole(block_rows):
+            raise ValueError(f"block_rows must be positive (an integer >= 1), got {block_rows!r}")
         return int(block_rows)
     return int(max(8, budget // max(1, temporaries * n_other * itemsize)))
 
@@ -531,8 +531,8 @@ def _two_layer_columns(op: TwoLayerNTKOperator, index):
 
 def _width_block(n: int, width: int, itemsize: int, block_width: int | None, pattern: bool) -> int:
     if block_width is not None:
-        if int(block_width) <= 0:
-            raise ValueError(f"block_width must be positive, got {block_width}")
+        if not is_whole(block_width):
+            raise ValueError(f"block_width must be positive (an integer >= 1), got {block_width!r}")
         block = min(int(block_width), width)
     elif pattern:  # products go by (rows x block) tiles, whatever n
         block = min(width, PATTERN_BLOCK if _accelerator_budget() is None else ACCELERATOR_PATTERN_BLOCK)
@@ -757,9 +757,9 @@ def jacobian_ntk_operator(f: Callable, params, x, *, frozen=None, combine: Calla
         raise ValueError("params has no leaf: no parameter is trained, so the NTK would be over no parameters")
     combine = combine or _second
     check_applies(lambda p, x: f(combine(p, frozen), x), params, x)
+    if not (block_rows is None or is_whole(block_rows)):
+        raise ValueError(f"block_rows must be positive (an integer >= 1), got {block_rows!r}")
     rows = min(x.shape[0], 1024) if block_rows is None else int(block_rows)
-    if rows <= 0:
-        raise ValueError(f"block_rows must be positive, got {block_rows}")
     return JacobianNTKOperator(x=x, params=params, frozen=frozen, f=f, combine=combine, block_rows=rows)
 
 

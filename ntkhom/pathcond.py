@@ -51,7 +51,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from ntkhom.data import is_whole
+from ntkhom.data import is_whole, real_number
 from ntkhom.models import HomotopyMLP, Params
 
 __all__ = [
@@ -170,7 +170,8 @@ def _path_forward(powered: Params):
 def path_norm(params: Params, scales: Scales | None = None, p: float = 2) -> jax.Array:
     """||Phi(theta_eff)||_p for p in {1, 2} (any p > 0 works), one forward pass: sum_p |Phi_p|^q is the
     all-ones forward pass of the network with weights |c theta|^q (Gribonval et al. path-norms)."""
-    if not (p > 0 and math.isfinite(p)):
+    order = real_number(p, "path-norm order p", error=TypeError)
+    if order is not None and not (order > 0 and math.isfinite(order)):
         raise ValueError(f"path-norm order p must be a positive finite number, got {p}")
     _check_params(params, finite=False)
     scales = scales or tuple({"W": 1.0, "b": 1.0} for _ in params)
@@ -207,12 +208,17 @@ def _path_gradient_diag(params: Params, scales) -> Params:
 # -- rescaling -------------------------------------------------------------------------------------------
 def rescale(params: Params, z) -> Params:
     """theta' = theta * exp(-(B z) / 2): hidden layer l's neuron h has incoming weights and bias times
-    exp(z_l[h] / 2), outgoing weights divided by it. Preserves f (sigma_s positively homogeneous) and Phi."""
+    exp(z_l[h] / 2), outgoing weights divided by it. Preserves f (sigma_s positively homogeneous) and Phi.
+    A concrete z with NaN or inf is refused (it would turn whole layers into NaN)."""
     if len(z) != len(params) - 1:
         raise ValueError(f"z needs one array per hidden layer ({len(params) - 1}), got {len(z)}")
     for layer, zl in enumerate(z):
         if jnp.shape(zl) != (params[layer]["W"].shape[1],):
             raise ValueError(f"z[{layer}] has shape {jnp.shape(zl)}, expected ({params[layer]['W'].shape[1]},)")
+        if not isinstance(zl, jax.core.Tracer):
+            bad = np.flatnonzero(~np.isfinite(np.asarray(zl, np.float64)))
+            if bad.size:
+                raise ValueError(f"z[{layer}] contains NaN or inf (at neurons {bad[:3].tolist()}); cannot rescale")
     return _rescale(tuple(dict(e) for e in params), tuple(z))
 
 
@@ -229,7 +235,11 @@ def _rescale(params: Params, z) -> Params:
 
 
 def random_scaling(key, params: Params, spread: float = 1.0) -> tuple[jax.Array, ...]:
-    """z_l ~ N(0, spread^2), one per hidden neuron (for tests and for 'badly scaled' starts)."""
+    """z_l ~ N(0, spread^2), one per hidden neuron (for tests and for 'badly scaled' starts); ``spread``
+    >= 0 finite (checked where concrete)."""
+    value = real_number(spread, "spread", error=TypeError)
+    if value is not None and not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"spread must be a finite number >= 0, got {spread}")
     keys = jax.random.split(key, len(params) - 1)
     return tuple(spread * jax.random.normal(k, (params[l]["W"].shape[1],), params[l]["W"].dtype)
                  for l, k in enumerate(keys))
@@ -541,7 +551,8 @@ def ntk_conditioning(model: HomotopyMLP, params: Params, x, s=None, y=None) -> d
     (:func:`ntkhom.kernels.network_kernel`, averaged over outputs), for x of shape (n, d).
 
     With targets y (n, k), also the kernel-target alignment <K, Y Y^T>_F / (||K||_F ||Y Y^T||_F) of the
-    column-centred Y (Cristianini et al., NIPS 2001): how much of K's mass lies along the labels.
+    column-centred Y (Cristianini et al., NIPS 2001): how much of K's mass lies along the labels; NaN for a
+    constant y, whose centred labels are zero.
 
     A rescaling leaves f unchanged but multiplies the Jacobian by diag(exp(-(B z)/2)), so the NTK
     J diag(.)^2 J^T, its spectrum and hence the linearised training speed change.
@@ -553,7 +564,10 @@ def ntk_conditioning(model: HomotopyMLP, params: Params, x, s=None, y=None) -> d
 
 def kernel_conditioning(K, y=None) -> dict:
     """The statistics of :func:`ntk_conditioning` for a given (n, n) kernel matrix K (e.g. computed for many
-    runs under one compilation)."""
+    runs under one compilation).
+
+    The alignment is undefined, and reported as NaN (without a warning), when y is constant over the samples
+    (its centred labels are zero) or K is zero; y with NaN or inf is refused."""
     from ntkhom.spectrum import spectrum
 
     result = spectrum(K)
@@ -564,8 +578,11 @@ def kernel_conditioning(K, y=None) -> dict:
         Y = np.asarray(y, np.float64)
         if Y.ndim != 2 or Y.shape[0] != K.shape[0]:
             raise ValueError(f"y must have shape ({K.shape[0]}, k), got {Y.shape}")
+        if not np.all(np.isfinite(Y)):
+            raise ValueError("y contains NaN or inf")
         Y = Y - Y.mean(axis=0)
         target = Y @ Y.T
         Kn = np.asarray(K, np.float64)
-        out["alignment"] = float(np.sum(Kn * target) / (np.linalg.norm(Kn) * np.linalg.norm(target)))
+        norms = np.linalg.norm(Kn) * np.linalg.norm(target)
+        out["alignment"] = float(np.sum(Kn * target) / norms) if norms > 0 else math.nan
     return out

@@ -34,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from ntkhom.data import real_number
 from ntkhom.kernels import network_kernel  # the one kernel dispatcher, re-exported for the theory's users
 from ntkhom.spectrum import check_kernel, device_spectrum, spectrum
 
@@ -91,10 +92,19 @@ def _steps(steps, xp=np, integer: bool = False):
 def _positive(name: str, value):
     if _traced(value):
         return value
-    value = float(value)
+    value = real_number(value, name)
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"{name} must be a positive finite number, got {value}")
     return value
+
+
+def _non_negative(name: str, value):
+    if _traced(value):
+        return value
+    number = real_number(value, name)
+    if not (math.isfinite(number) and number >= 0):
+        raise ValueError(f"{name} must be a finite non-negative number, got {value}")
+    return number
 
 
 def _eigen(K, xp=np):
@@ -150,32 +160,23 @@ def flow_loss(K, r0, times) -> np.ndarray:
 
 
 def gd_bound(lambda_0: float, learning_rate: float, steps, loss0: float) -> np.ndarray:
-    """Du et al.'s GD guarantee, L_k <= (1 - eta lambda_0 / 2)^k L_0, for k in ``steps``."""
+    """Du et al.'s GD guarantee, L_k <= (1 - eta lambda_0 / 2)^k L_0, for k in ``steps``; ``loss0`` >= 0 finite."""
     xp = _module(lambda_0, learning_rate, steps, loss0)
     eta = _positive("learning_rate", learning_rate)
-    lam = _non_negative_rate(lambda_0)
+    lam = _non_negative("lambda_0", lambda_0)
+    loss0 = _non_negative("loss0", loss0)
     factor = 1 - eta * lam / 2
     if xp is np and factor < 0:
         raise ValueError(f"eta lambda_0 / 2 = {eta * lam / 2:.3g} > 1: the step is outside the bound's range")
-    return loss0 * factor ** _steps(steps, xp) if xp is jnp else float(loss0) * factor ** _steps(steps)
+    return loss0 * factor ** _steps(steps, xp)
 
 
 def flow_bound(lambda_0: float, times, loss0: float) -> np.ndarray:
-    """Du et al.'s gradient-flow guarantee, L(t) <= exp(-lambda_0 t) L(0)."""
+    """Du et al.'s gradient-flow guarantee, L(t) <= exp(-lambda_0 t) L(0); ``loss0`` >= 0 finite."""
     xp = _module(lambda_0, times, loss0)
-    lam = _non_negative_rate(lambda_0)
-    if xp is jnp:
-        return loss0 * jnp.exp(-lam * _steps(times, xp))
-    return float(loss0) * np.exp(-lam * _steps(times))
-
-
-def _non_negative_rate(lambda_0):
-    if _traced(lambda_0):
-        return lambda_0
-    lam = float(lambda_0)
-    if not (math.isfinite(lam) and lam >= 0):
-        raise ValueError(f"lambda_0 must be a finite non-negative number, got {lambda_0}")
-    return lam
+    lam = _non_negative("lambda_0", lambda_0)
+    loss0 = _non_negative("loss0", loss0)
+    return loss0 * xp.exp(-lam * _steps(times, xp))
 
 
 def stagewise_bound(stages, loss0: float) -> tuple[np.ndarray, np.ndarray]:
@@ -188,8 +189,9 @@ def stagewise_bound(stages, loss0: float) -> tuple[np.ndarray, np.ndarray]:
     """
     if len(stages) == 0:
         raise ValueError("stagewise_bound needs at least one stage")
-    steps_all, bounds = [np.zeros(1)], [np.array([float(loss0)])]
-    current, offset = float(loss0), 0
+    loss0 = _non_negative("loss0", loss0)
+    steps_all, bounds = [np.zeros(1)], [np.array([loss0])]
+    current, offset = loss0, 0
     for lam, eta, n_steps in stages:
         k = np.arange(1, int(n_steps) + 1)
         values = gd_bound(lam, eta, k, current)
@@ -219,16 +221,22 @@ def predicted_rate(K, learning_rate: float, r0=None, *, relative_weight: float =
     """Asymptotic per-step loss factor of the linearized dynamics, max_i (1 - eta lambda_i)^2.
 
     With ``r0`` only eigen-directions in which the residual has squared weight above ``relative_weight``
-    times the total count (directions the residual never sees cannot slow it down).
+    times the total count (directions the residual never sees cannot slow it down). A zero ``r0`` has
+    weight in no direction: its loss is 0 at every step, so no rate is defined; a concrete zero residual is
+    refused (ValueError), a traced one gives NaN.
     """
     xp = _module(K, learning_rate, r0)
     eigenvalues, V = _eigen(K, xp)
     eta = _positive("learning_rate", learning_rate)
     factors = (1 - eta * eigenvalues) ** 2
-    if r0 is not None:
-        weights = xp.sum((V.T @ _residual(r0, V.shape[0], xp)) ** 2, axis=1)
-        factors = xp.where(weights > relative_weight * weights.sum(), factors, -xp.inf)
-    return float(np.max(factors)) if xp is np else jnp.max(factors)
+    if r0 is None:
+        return float(np.max(factors)) if xp is np else jnp.max(factors)
+    weights = xp.sum((V.T @ _residual(r0, V.shape[0], xp)) ** 2, axis=1)
+    total = weights.sum()
+    if xp is np and not total > 0:
+        raise ValueError("the residual r0 is zero: the loss stays 0 at every step, so no rate is defined")
+    rate = xp.max(xp.where(weights > relative_weight * total, factors, -xp.inf))
+    return float(rate) if xp is np else jnp.where(total > 0, rate, jnp.nan)
 
 
 def step_size_limit(K) -> float:
@@ -260,7 +268,7 @@ def fit_linear_rate(steps, loss, *, start: int | None = None, stop: int | None =
     """Least-squares fit of log(loss) = a + b t over records with start <= t <= stop; factor = exp(b).
 
     Records with non-positive or non-finite loss are refused (a rate needs a strictly positive curve);
-    at least three records must fall in the window.
+    at least three records must fall in the window, at two or more distinct steps (a slope needs them).
     """
     t = np.asarray(steps, dtype=np.float64)
     values = np.asarray(loss, dtype=np.float64)
@@ -274,6 +282,10 @@ def fit_linear_rate(steps, loss, *, start: int | None = None, stop: int | None =
     t, values = t[keep], values[keep]
     if t.size < 3:
         raise ValueError(f"need at least 3 records in the fit window, got {t.size}")
+    if not np.all(np.isfinite(t)):
+        raise ValueError("steps must be finite numbers")
+    if np.all(t == t[0]):
+        raise ValueError(f"steps must take at least two distinct values in the fit window, got only {t[0]:g}")
     if not np.all(np.isfinite(values)) or np.any(values <= 0):
         raise ValueError("the loss must be finite and strictly positive in the fit window")
     logs = np.log(values)
@@ -290,18 +302,26 @@ def relative_deviation(measured, predicted, loss0: float | None = None, *, scale
     ``scale="initial"``: sup_t |L_measured(t) - L_predicted(t)| / L(0) (``loss0``, default ``measured[0]``);
     dominated by the early, fast phase. ``scale="log"``: sup_t |log(L_measured(t) / L_predicted(t))|, the
     relative error of the curve at every point, which also sees the slow tail.
+
+    The curves must be non-empty and free of NaN (a NaN would make the sup NaN); an infinite point against
+    a finite one (a diverged prediction) gives an infinite deviation.
     """
     a = np.asarray(measured, dtype=np.float64)
     b = np.asarray(predicted, dtype=np.float64)
     if a.shape != b.shape:
         raise ValueError(f"measured and predicted curves differ in shape: {a.shape} vs {b.shape}")
+    if a.ndim == 0 or a.size == 0:
+        raise ValueError(f"measured and predicted must be non-empty curves, got shape {a.shape}")
+    for name, curve in (("measured", a), ("predicted", b)):
+        if np.any(np.isnan(curve)):
+            raise ValueError(f"{name} contains NaN at {np.flatnonzero(np.isnan(curve))[:3].tolist()}")
     if scale == "log":
         if np.any(a <= 0) or np.any(b <= 0):
             raise ValueError("scale='log' needs strictly positive curves")
         return float(np.max(np.abs(np.log(a / b))))
     if scale != "initial":
         raise ValueError(f"unknown scale {scale!r}; choose 'initial' or 'log'")
-    reference = float(a[0]) if loss0 is None else float(loss0)
-    if not reference > 0:
-        raise ValueError("the reference (initial) loss must be positive")
+    reference = float(a[0]) if loss0 is None else real_number(loss0, "loss0")
+    if not (math.isfinite(reference) and reference > 0):
+        raise ValueError(f"the reference (initial) loss must be positive and finite, got {reference}")
     return float(np.max(np.abs(a - b)) / reference)

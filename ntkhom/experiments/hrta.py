@@ -179,7 +179,10 @@ def compute(settings: dict, folder: RunFolder, *, quiet: bool = False) -> None:
                 K = theory.network_kernel(wide, p, x)
                 prediction = theory.linearized_loss(K, np.asarray(wide.apply(p, x) - y), eta, result.steps)
                 predicted.append(prediction)
-                deviation.append(theory.relative_deviation(result.loss[seed], prediction, scale="log"))
+                # a run that stopped early (diverged) is padded with NaN: no whole curve to compare, NaN
+                whole = bool(np.all(np.isfinite(result.loss[seed])))
+                deviation.append(theory.relative_deviation(result.loss[seed], prediction, scale="log") if whole
+                                 else float("nan"))
             return {"width": width, "steps": result.steps, "loss": result.loss, "predicted": predicted,
                     "deviation": deviation}
 

@@ -64,7 +64,7 @@ import jax
 import jax.numpy as jnp
 
 from ntkhom.activations import Phi, homotopy, homotopy_derivative
-from ntkhom.data import check_inputs, check_targets
+from ntkhom.data import check_inputs, check_targets, is_whole, real_number
 from ntkhom.models import HomotopyMLP
 from ntkhom.solvers.base import Solver, default_key, dtype_of, is_concrete
 
@@ -468,9 +468,16 @@ def analytic_am(
         raise ValueError(f"unknown hidden solver {hidden!r}; choose one of {HIDDEN_SOLVERS}")
     if safeguard not in SAFEGUARDS:
         raise ValueError(f"unknown safeguard {safeguard!r}; choose one of {SAFEGUARDS}")
+    ridge, cg_tol = (real_number(ridge, "ridge", error=TypeError), real_number(cg_tol, "cg_tol", error=TypeError))
     if not (math.isfinite(ridge) and ridge >= 0):
         raise ValueError(f"ridge must be a finite number >= 0, got {ridge}")
-    if int(cg_maxiter) < 1 or int(max_halvings) < 0 or not cg_tol > 0:
-        raise ValueError("cg_maxiter must be >= 1, max_halvings >= 0 and cg_tol > 0")
-    return AnalyticAM(model=model, hidden=hidden, safeguard=safeguard, ridge=float(ridge) if ridge > 0 else 0.0,
-                      cg_tol=float(cg_tol), cg_maxiter=int(cg_maxiter), max_halvings=int(max_halvings))
+    if not (math.isfinite(cg_tol) and cg_tol > 0):
+        raise ValueError(f"cg_tol must be a finite number > 0, got {cg_tol}")
+    if not is_whole(cg_maxiter):
+        raise ValueError(f"cg_maxiter must be an integer >= 1, got {cg_maxiter!r}")
+    if not is_whole(max_halvings, 0):
+        raise ValueError(f"max_halvings must be an integer >= 0, got {max_halvings!r}")
+    return AnalyticAM(model=model, hidden=hidden, safeguard=safeguard, ridge=ridge if ridge > 0 else 0.0,
+                      cg_tol=cg_tol, cg_maxiter=int(cg_maxiter), max_halvings=int(max_halvings))
+
+

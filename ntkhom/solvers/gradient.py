@@ -40,7 +40,7 @@ import optax
 
 from ntkhom import networks
 from ntkhom.activations import check_s, homotopy, homotopy_derivative
-from ntkhom.data import check_inputs, check_targets
+from ntkhom.data import check_inputs, check_targets, real_number
 from ntkhom.losses import LOSSES, REDUCTIONS, accuracy, check_class_targets
 from ntkhom.models import HomotopyMLP
 from ntkhom.solvers.base import Solver, default_key, dtype_of, is_concrete
@@ -87,10 +87,10 @@ def optimizer_by_name(name: str, learning_rate: float, *, momentum: float = 0.9,
 
 
 def check_learning_rate(learning_rate) -> float:
-    try:
-        value = float(learning_rate)
-    except TypeError as error:
-        raise ValueError(f"learning_rate must be a positive number, got {learning_rate!r}") from error
+    """A concrete step size as a float > 0, finite, else a one-line ValueError; a traced one as it is."""
+    if isinstance(learning_rate, jax.core.Tracer):  # its value is not known here; nothing to check
+        return learning_rate
+    value = real_number(learning_rate, "learning_rate")
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"learning_rate must be a positive finite number, got {learning_rate}")
     return value
