@@ -204,12 +204,17 @@ class LambdaMinPath:
 
 # -- the numerical core -------------------------------------------------------------------------------------
 def _assemble(path: tuple[np.ndarray, np.ndarray, np.ndarray], s: float, out: np.ndarray) -> np.ndarray:
-    """K(s) = (s K2 + K1) s + K0 into ``out`` (Horner: one buffer, no temporaries)."""
+    """K(s) = (s K2 + K1) s + K0 into ``out`` (Horner: one buffer, no temporaries); a one-line error when an
+    entry overflows (a huge |s|), which LAPACK would answer with "Eigenvalues did not converge"."""
     K0, K1, K2 = path
-    np.multiply(K2, s, out=out)
-    out += K1
-    out *= s
-    out += K0
+    with np.errstate(over="ignore", invalid="ignore"):
+        np.multiply(K2, s, out=out)
+        out += K1
+        out *= s
+        out += K0
+    if not np.isfinite(out).all():  # one pass over K, next to the O(n^3) solve that follows
+        raise ValueError(f"K(s) = K0 + s K1 + s^2 K2 at s = {s:g} has entries that overflow {out.dtype}: "
+                         "use a smaller |s|")
     return out
 
 

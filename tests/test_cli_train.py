@@ -58,7 +58,7 @@ def test_train_records_the_size_of_the_data_it_used(tmp_path, capsys):
 
 def test_train_refuses_bad_input(tmp_path, capsys):
     for argv, name in ((["--steps", "0"], "--steps"), (["--learning-rate", "-1"], "--learning-rate"),
-                       (["--solvers", "newton"], "--solvers")):
+                       (["--solvers", "newton"], "--solvers"), (["--s", "nan"], "--s must be finite")):
         code, err = run_cli(["train", *argv, "--out", tmp_path / "x", "--quiet"], capsys)
         assert code == 2 and len(err) == 1 and name in err[0], err
 

@@ -197,3 +197,7 @@ def test_bad_input_raises_clear_errors():
         eigenpath.lambda_min_path((np.eye(3), np.triu(np.ones((3, 3)))), [1.0])
     with pytest.raises(ValueError, match=r"A\(0.5\) contains non-finite"):
         eigenpath.lambda_min_path(lambda s: np.full((3, 3), np.nan), [0.5])
+    # K0 + s K1 + s^2 K2 overflows at a huge s: said so, not LAPACK's "Eigenvalues did not converge"
+    for method in eigenpath.METHODS:
+        with pytest.raises(ValueError, match=r"at s = 1e\+300 has entries that overflow float64"):
+            eigenpath.lambda_min_path(kpath, [1e300], method=method)

@@ -10,6 +10,7 @@ fitted linear rate, the predicted asymptotic rate and the step-size limit 2 / la
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 import time
 
@@ -62,6 +63,8 @@ def settings(args) -> dict:
 
     for name in ("s", "hrta_s"):
         value = getattr(args, name)
+        if not math.isfinite(value):  # refused before the range warning, which would only add noise
+            raise ValueError(f"--{name.replace('_', '-')} must be finite, got {value}")
         if not S_RECOMMENDED[0] <= value <= S_RECOMMENDED[1]:
             warn(f"--{name.replace('_', '-')} {value:g} is outside [{S_RECOMMENDED[0]:g}, {S_RECOMMENDED[1]:g}], "
                  "where the homotopy is studied; used as given")
