@@ -37,7 +37,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ntkhom.data import load
-from ntkhom.experiments.common import add_seed, positive_int
+from ntkhom.experiments.common import add_seed, positive_int, quick_default_help
 from ntkhom.experiments.verdicts import verdict
 from ntkhom.losses import accuracy
 from ntkhom.models import HomotopyMLP
@@ -353,8 +353,7 @@ QUICK = dict(datasets=["wine"], seeds=1, width=16, max_samples=120, am_iteration
 
 
 def _default(name: str) -> str:
-    shown = lambda v: "every sample" if v is None else " ".join(map(str, v)) if isinstance(v, list) else str(v)  # noqa: E731
-    return f"default {shown(DEFAULTS[name])}; {shown(QUICK[name])} with --quick"
+    return quick_default_help(DEFAULTS, QUICK, name, none="every sample")
 
 
 def add_common_arguments(parser: argparse.ArgumentParser) -> None:

@@ -53,6 +53,15 @@ def add_seed(parser: argparse.ArgumentParser) -> None:
                         help="base PRNG seed (the i-th initialization uses seed + i)")
 
 
+def quick_default_help(defaults: dict, quick: dict, name: str, none: str = "none") -> str:
+    """The help text of an option that --quick shrinks: "default X; Y with --quick" (lists space-separated,
+    None shown as ``none``)."""
+    def shown(value):
+        return none if value is None else " ".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+
+    return f"default {shown(defaults[name])}; {shown(quick[name])} with --quick"
+
+
 def finished(result):
     """``result`` (a driver RunResult or BatchResult), or KeyboardInterrupt if the driver was interrupted.
 

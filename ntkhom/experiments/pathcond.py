@@ -38,7 +38,14 @@ import numpy as np
 
 from ntkhom import data as datasets
 from ntkhom import pathcond as pc
-from ntkhom.experiments.common import add_seed, finished, nonnegative_int, positive_float, positive_int
+from ntkhom.experiments.common import (
+    add_seed,
+    finished,
+    nonnegative_int,
+    positive_float,
+    positive_int,
+    quick_default_help,
+)
 from ntkhom.experiments.verdicts import from_fraction, verdict
 from ntkhom.kernels import empirical_ntk_batch
 from ntkhom.models import HomotopyMLP, mlp
@@ -64,8 +71,7 @@ QUICK = dict(seeds=2, epochs=200, width=32, s_values=[0.5, 2.0], two_layer_width
 
 
 def _default(name: str) -> str:
-    shown = lambda v: " ".join(map(str, v)) if isinstance(v, list) else str(v)  # noqa: E731
-    return f"default {shown(DEFAULTS[name])}; {shown(QUICK[name])} with --quick"
+    return quick_default_help(DEFAULTS, QUICK, name)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
